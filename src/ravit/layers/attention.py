@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused q/k/v projection.
+
+    MACs on N tokens of width D: 4 N D^2 for the projections (q, k, v, out)
+    and 2 N^2 D for the two attention matmuls (q k^T and attn v).
+    """
+
+    def __init__(self, *, dim: int, num_heads: int, dropout: float = 0.0, fused: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused = fused
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        # (B, N, 3D) -> (3, B, heads, N, head_dim)
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        drop = self.dropout if self.training else 0.0
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+            attn = F.dropout(attn.softmax(dim=-1), p=drop, training=self.training)
+            x = attn @ v  # (B, heads, N, head_dim)
+        # (B, heads, N, head_dim) -> (B, N, D)
+        x = x.transpose(1, 2).reshape(b, n, d)
+        return self.proj_drop(self.proj(x))

@@ -1,0 +1,1 @@
+"""Tables (and, later, plots) built from configs, costs and runs."""
