@@ -157,6 +157,209 @@ def _print_paper_table(as_json: bool) -> int:
     return 0 if all(ok for *_, ok in rows) else 1
 
 
+# -- train --------------------------------------------------------------------
+
+TRAIN_FLAGS = {  # flag dest -> config key (flags are shorthands for key=value)
+    "preset": "model.preset",
+    "layers": "model.layers",
+    "resolutions": "model.resolutions",
+    "num_heads": "model.num_heads",
+    "mlp_dim": "model.mlp_dim",
+    "embed_dim": "model.embed_dim",
+    "num_classes": "model.num_classes",
+    "data": "data.spec",
+    "val_size": "data.val_size",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "seed": "train.seed",
+    "device": "train.device",
+    "amp": "train.amp",
+}
+
+
+def _flag_updates(args: argparse.Namespace) -> dict[str, dict]:
+    updates: dict[str, dict] = {}
+    for dest, key in TRAIN_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            section, name = key.split(".")
+            updates.setdefault(section, {})[name] = (
+                list(value) if isinstance(value, tuple) else value
+            )
+    return updates
+
+
+def _print_epoch(record: dict) -> None:
+    acc = "/".join(f"{100 * a:.1f}" for a in record["train_acc_exits"])
+    line = (
+        f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  train acc % {acc}"
+        f"  lr {record['lr']:.2e}  {record['images_per_s']:.0f} img/s"
+    )
+    if "val_acc_exits" in record:
+        line += "  val acc % " + "/".join(f"{100 * a:.1f}" for a in record["val_acc_exits"])
+    print(line, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ravit.training import fit, resolve_config
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume:
+        flags = _flag_updates(args)
+        if set(flags) - {"train"} or args.config:
+            raise UsageError("ravit train --resume RUN: only train settings may change on resume")
+        overrides = [f"train.{k}={v}" for k, v in flags.get("train", {}).items()]
+        fit(args.resume, resume=True, overrides=overrides + args.overrides, progress=progress,
+            on_epoch=_print_epoch)  # fmt: skip
+        print(f"resumed and finished: {args.resume}")
+        return 0
+    if not args.out:
+        raise UsageError("ravit train: give --out RUN (a new folder) or --resume RUN")
+    cfg = resolve_config(args.config, args.overrides, flags=_flag_updates(args))
+    fit(args.out, cfg, progress=progress, on_epoch=_print_epoch)
+    print(f"run saved in {args.out} (checkpoint.pt, metrics.jsonl, config.yaml)")
+    return 0
+
+
+# -- eval ---------------------------------------------------------------------
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, e.g. 0.05 or 0.1,0.2; got {text!r}"
+        ) from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ravit.evaluation import evaluate_run
+    from ravit.exits import simulate, sweep
+    from ravit.reports.tables import anytime_table, early_exit_table
+    from ravit.training import select_device
+
+    device = select_device(args.device)
+    progress = sys.stderr.isatty()
+    ev = evaluate_run(args.run, data_spec=args.data, split=args.split, device=device,
+                      progress=progress)  # fmt: skip
+    cost = model_cost(ev.model.cfg)
+    lg, labels = ev.logits.logits, ev.logits.labels
+    results = []
+    if args.sweep:
+        results = sweep(lg, labels, cost, args.policy)
+    elif args.thresholds is not None:
+        results = [simulate(lg, labels, cost, t, args.policy) for t in _threshold_sets(args)]
+    baselines = [_baseline_point(b, args, device) for b in args.baseline]
+    plot = _eval_plot(args, ev, cost, results, baselines) if args.sweep else None
+    if args.json:
+        print(json.dumps(_eval_json(args, ev, cost, results, baselines, plot), indent=2))
+        return 0
+    print(f"{args.run}: RAViT {ev.model.cfg.layers} on the {args.split} split "
+          f"({len(labels)} images{', cached logits' if ev.cached else ''})")  # fmt: skip
+    print(anytime_table(cost, ev.logits.accuracy()))
+    if results:
+        print()
+        print(early_exit_table(results, args.policy))
+    for name, flops, acc in baselines:
+        print(f"baseline {name}: {100 * acc:.2f}% at {format_flops(flops)}")
+    if plot:
+        print(f"plot: {plot}")
+    return 0
+
+
+def _threshold_sets(args: argparse.Namespace) -> list:
+    """--thresholds 0.1,0.2 is one setting (per exit); --thresholds 0.1 --thresholds 0.2 two."""
+    return [t[0] if len(t) == 1 else t for t in args.thresholds]
+
+
+def _baseline_point(run: str, args: argparse.Namespace, device) -> tuple[str, int, float]:
+    from ravit.evaluation import evaluate_run
+
+    ev = evaluate_run(run, data_spec=args.data, split=args.split, device=device)
+    return run, model_cost(ev.model.cfg).total_flops, ev.logits.accuracy()[-1]
+
+
+def _eval_plot(args, ev, cost, results, baselines):
+    from pathlib import Path
+
+    from ravit.reports.plots import plot_tradeoff
+
+    path = Path(args.plot) if args.plot else Path(args.run) / f"eval-{args.split}-sweep.png"
+    curves = {
+        f"RAViT {ev.model.cfg.layers} early exit": [(r.avg_flops, r.accuracy) for r in results]
+    }
+    points = {
+        f"exits of {ev.model.cfg.layers}": list(zip(cost.cumulative_flops, ev.logits.accuracy()))
+    }
+    for name, flops, acc in baselines:
+        points[f"baseline {Path(name).name}"] = [(flops, acc)]
+    return plot_tradeoff(path, curves, points, title=f"{args.run} ({args.split})")
+
+
+def _eval_json(args, ev, cost, results, baselines, plot) -> dict:
+    accs = ev.logits.accuracy()
+    return {
+        "run": str(args.run),
+        "split": args.split,
+        "images": len(ev.logits.labels),
+        "layers": ev.model.cfg.layers,
+        "total_flops": cost.total_flops,
+        "exits": [
+            {
+                "exit": e.exit + 1,
+                "resolution": e.resolution,
+                "cumulative_flops": e.cumulative_flops,
+                "accuracy": a,
+            }
+            for e, a in zip(cost.exits, accs)
+        ],  # fmt: skip
+        "policy": args.policy,
+        "early_exit": [r.to_dict() for r in results],
+        "baselines": [{"run": n, "flops": f, "accuracy": a} for n, f, a in baselines],
+        "plot": str(plot) if plot else None,
+    }
+
+
+# -- demo ---------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from ravit.demo import run_demo
+    from ravit.reports.tables import early_exit_table
+
+    out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
+    print(f"ravit demo: RAViT 1-2 and its twin ViT 0-3 on scikit-learn's 8x8 digits, "
+          f"{args.epochs} epochs each, on the CPU; runs in {out}/", flush=True)  # fmt: skip
+    start = time.perf_counter()
+
+    def on_epoch(name: str, r: dict) -> None:
+        if r["epoch"] % 10 == 0 or r["epoch"] == args.epochs:
+            val = "/".join(f"{100 * a:.1f}" for a in r.get("val_acc_exits", []))
+            print(f"  {name:<10} epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  "
+                  f"val acc % {val}", flush=True)  # fmt: skip
+
+    rep = run_demo(out, epochs=args.epochs, seed=args.seed, on_epoch=on_epoch)
+    vit_flops = rep.vit_cost.total_flops
+    n = len(rep.ravit.logits.labels)
+    print(f"\ntest split ({n} images)          accuracy      FLOPs  % of ViT FLOPs")
+    rows = [("ViT 0-3", rep.vit.logits.accuracy()[-1], vit_flops)]
+    raccs = rep.ravit.logits.accuracy()
+    rows.append(("RAViT 1-2, no early exit", raccs[-1], rep.ravit_cost.total_flops))
+    rows.append(("RAViT 1-2, exit 1 only", raccs[0], rep.ravit_cost.exits[0].cumulative_flops))
+    for name, acc, flops in rows:
+        print(f"{name:<32} {100 * acc:>7.2f}% {format_flops(flops):>10} "
+              f"{100 * flops / vit_flops:>13.1f}%")  # fmt: skip
+    print("\nearly-exit trade-off of RAViT 1-2 on the test split (one entropy threshold):")
+    print(early_exit_table(rep.tradeoff))
+    print(f"\ndone in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 # -- parser and entry points ----------------------------------------------------
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -179,6 +382,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--paper", action="store_true", help="reproduce the paper's FLOPs table")
     p.set_defaults(func=cmd_flops)
+
+    p = sub.add_parser("train", help="train a RAViT (or resume a run)")
+    p.add_argument("--config", help="YAML file with model/data/train sections")
+    add_model_args(p, required=False)
+    p.add_argument("--data", help="data spec, e.g. cifar10:PATH, fashion-mnist:PATH, digits")
+    p.add_argument("--val-size", type=float, help="validation split: count or fraction")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
+    p.add_argument("--out", help="new run folder")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=5e-4")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy and FLOPs of a run, per exit and with early exit")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--data", help="data spec (default: the one the run was trained on)")
+    p.add_argument("--split", choices=["val", "test"], default="test")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--thresholds", type=_float_list, action="append",
+                   help="per-exit thresholds (repeat for several settings)")  # fmt: skip
+    g.add_argument("--sweep", action="store_true", help="sweep one threshold for all exits")
+    p.add_argument("--policy", default="entropy",
+                   choices=["entropy", "normalized-entropy", "confidence"])  # fmt: skip
+    p.add_argument("--baseline", action="append", default=[], metavar="RUN",
+                   help="plain-ViT run(s) to put on the plot")  # fmt: skip
+    p.add_argument("--plot", help="PNG path for the sweep (default RUN/eval-SPLIT-sweep.png)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="train a small RAViT and a ViT on digits, show the trade-off")
+    p.add_argument("--out", help="folder for the two runs (default runs/demo-TIMESTAMP)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -189,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except UsageError as err:
         return _fail(str(err))
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, FloatingPointError) as err:
         if os.environ.get("RAVIT_DEBUG"):
             raise
         return _fail(str(err))

@@ -13,4 +13,51 @@ Contract used by the trainer and evaluation (the helpers below implement it):
 - ``train_val_split(n, val_size, seed) -> (train_idx, val_idx)``: deterministic.
 - ``make_transform(train: bool, *, augment, image_size, channels, mean, std)``
   returns ``f(uint8 batch on any device, generator) -> float batch``.
+
+Specs may carry options, ``NAME:PATH?key=value&key=value`` (``augment``;
+``size``, ``channels``, ``verify`` for image folders); docs/data.md lists
+every spec, the file layouts, splits, statistics and errors.
 """
+
+from ravit.data.base import (
+    AUGMENTATIONS,
+    FolderDataset,
+    ImageDataset,
+    InMemoryDataset,
+    train_val_split,
+)
+from ravit.data.download import SOURCES, download_dataset
+from ravit.data.specs import DATASETS, load_data, parse_data_spec
+from ravit.data.transforms import (
+    BatchTransform,
+    crop,
+    make_transform,
+    match_channels,
+    normalize,
+    random_crop,
+    random_flip,
+    random_resized_crop,
+    resize,
+)
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "SOURCES",
+    "BatchTransform",
+    "FolderDataset",
+    "ImageDataset",
+    "InMemoryDataset",
+    "crop",
+    "download_dataset",
+    "load_data",
+    "make_transform",
+    "match_channels",
+    "normalize",
+    "parse_data_spec",
+    "random_crop",
+    "random_flip",
+    "random_resized_crop",
+    "resize",
+    "train_val_split",
+]

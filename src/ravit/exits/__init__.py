@@ -8,8 +8,14 @@ from ravit.exits.policy import (
     exit_score,
     normalize_thresholds,
 )
+from ravit.exits.simulate import EarlyExitResult, exit_decisions, exit_scores, simulate, sweep
 
 __all__ = [
+    "EarlyExitResult",
+    "exit_decisions",
+    "exit_scores",
+    "simulate",
+    "sweep",
     "EXIT_SCORES",
     "POLICIES",
     "entropy",

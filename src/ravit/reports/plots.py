@@ -1,0 +1,42 @@
+"""PNG plots with matplotlib (Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ravit.checkpoint import atomic_write
+
+
+def plot_tradeoff(
+    path: str | Path,
+    curves: dict[str, Sequence[tuple[float, float]]],
+    points: dict[str, Sequence[tuple[float, float]]] | None = None,
+    title: str = "accuracy against FLOPs",
+) -> Path:
+    """Accuracy (%) against MFLOPs per image: curves (early-exit sweeps) and points.
+
+    curves/points map a label to (flops, accuracy in [0, 1]) pairs.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for label, xy in curves.items():
+        xs, ys = zip(*sorted(xy)) if xy else ((), ())
+        ax.plot([x / 1e6 for x in xs], [100 * y for y in ys], marker=".", label=label)
+    for label, xy in (points or {}).items():
+        ax.scatter([x / 1e6 for x, _ in xy], [100 * y for _, y in xy], marker="s", s=40,
+                   label=label, zorder=3)  # fmt: skip
+    ax.set_xlabel("MFLOPs per image")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path

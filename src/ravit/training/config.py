@@ -1,0 +1,213 @@
+"""Run configuration: defaults < YAML file < key=value overrides.
+
+A run is described by three sections, each a typed dataclass:
+
+    model: which preset, layer string and overrides (becomes a ModelConfig)
+    data:  the --data spec and the validation split
+    train: optimiser, schedule, loss weights, precision, seed
+
+Unknown keys are rejected at every level, with the known keys named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ravit.config import ModelConfig, model_config
+
+
+@dataclass
+class ModelSection:
+    preset: str = "cifar10"
+    layers: str | None = None  # the preset's default layer string when None
+    resolutions: list[int] | None = None
+    embed_dim: int | None = None
+    num_heads: int | None = None
+    mlp_dim: int | None = None
+    num_classes: int | None = None  # from the data when None
+    in_chans: int | None = None  # from the data when None
+    dropout: float = 0.0
+    fused_attention: bool = True
+
+
+@dataclass
+class DataSection:
+    spec: str = "digits"
+    # Validation split carved from the training set: a count or a fraction.
+    val_size: float = 0.1
+    augment: str | None = None  # the data set's default when None
+    eval_batch_size: int = 512
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    # One weight per exit; None = 1.0 for every exit (see docs/training.md).
+    exit_weights: list[float] | None = None
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+
+
+@dataclass
+class RunConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        t = self.train
+        _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+        _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+        _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+        _check(0 <= t.min_lr <= t.lr, f"train.min_lr must be in [0, lr], got {t.min_lr}")
+        _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}")
+        _check(0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
+        _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0, got {t.grad_clip}")
+        _check(len(t.betas) == 2, f"train.betas must hold two numbers, got {t.betas}")
+        _check(t.amp in AMP_MODES, f"train.amp must be one of {AMP_MODES}, got {t.amp!r}")
+        _check(self.data.val_size >= 0, f"data.val_size must be >= 0, got {self.data.val_size}")
+        if t.exit_weights is not None:
+            _check(
+                all(w >= 0 for w in t.exit_weights) and any(w > 0 for w in t.exit_weights),
+                f"train.exit_weights must be >= 0 and not all 0, got {t.exit_weights}",
+            )
+
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+SECTIONS = {"model": ModelSection, "data": DataSection, "train": TrainSection}
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'train.lr=3e-4' -> ('train', 'lr', 0.0003); values are parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    section, dot, name = key.strip().partition(".")
+    if not sep or not dot or not name:
+        raise ValueError(f"override {text!r}: expected section.key=value, e.g. train.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ValueError(f"override {text!r}: the value is not valid YAML") from None
+    return section, name, value
+
+
+def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
+    """Give a YAML value its field's type: '5e-4' (a string to YAML 1.1) -> 0.0005."""
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{origin}: {cls.__name__}.{name} may not be empty")
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    origin_type = typing.get_origin(base) or base
+    try:
+        if origin_type is list:
+            (item,) = typing.get_args(base)
+            items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+            return [item(v) for v in items]
+        if origin_type is bool:
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if origin_type is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return origin_type(value)
+    except (TypeError, ValueError):
+        expected = "list" if origin_type is list else getattr(base, "__name__", str(base))
+        raise ValueError(f"{origin}: {name}={value!r} is not a valid {expected}") from None
+
+
+def _merge(base: dict[str, dict], updates: dict, origin: str) -> None:
+    if not isinstance(updates, dict):
+        raise ValueError(f"{origin}: expected a mapping of sections, got {type(updates).__name__}")
+    for section, values in updates.items():
+        if section not in SECTIONS:
+            raise ValueError(f"{origin}: unknown section {section!r}; expected {sorted(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"{origin}: section {section!r} must be a mapping")
+        known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+        for name, value in values.items():
+            if name not in known:
+                raise ValueError(
+                    f"{origin}: unknown key {section}.{name}; expected one of {sorted(known)}"
+                )
+            base[section][name] = _coerce(SECTIONS[section], name, value, origin)
+
+
+def resolve_config(
+    yaml_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict | None = None,
+    flags: dict | None = None,
+) -> RunConfig:
+    """Layer defaults (or `base`, a saved run's config) < YAML file < flags < overrides.
+
+    `flags` are command-line shorthands ({"train": {"epochs": 3}}) and
+    `overrides` "section.key=value" strings; both are checked like the file.
+    """
+    layered = RunConfig().to_dict()
+    if base is not None:
+        _merge(layered, base, "saved config")
+    if yaml_file is not None:
+        path = Path(yaml_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+        _merge(layered, loaded, str(path))
+    if flags:
+        _merge(layered, flags, "command line")
+    for text in overrides:
+        section, name, value = parse_override(text)
+        _merge(layered, {section: {name: value}}, f"override {text!r}")
+    try:
+        cfg = RunConfig(**{name: SECTIONS[name](**vals) for name, vals in layered.items()})
+    except TypeError as err:
+        raise ValueError(f"bad run config: {err}") from None
+    cfg.validate()
+    return cfg
+
+
+def build_model_config(section: ModelSection, *, num_classes: int, in_chans: int) -> ModelConfig:
+    """The ModelConfig of a run: preset + layers + overrides, classes/channels from the data."""
+    if section.num_classes is not None and section.num_classes != num_classes:
+        raise ValueError(
+            f"model.num_classes is {section.num_classes} but the data has {num_classes} classes"
+        )
+    return model_config(
+        section.preset,
+        None if section.layers is None else str(section.layers),
+        resolutions=section.resolutions,
+        embed_dim=section.embed_dim,
+        num_heads=section.num_heads,
+        mlp_dim=section.mlp_dim,
+        num_classes=num_classes,
+        in_chans=section.in_chans or in_chans,
+        dropout=section.dropout,
+        fused_attention=section.fused_attention,
+    )
