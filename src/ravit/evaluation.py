@@ -95,6 +95,7 @@ class RunEvaluation:
 def load_run_model(run: str | Path, device: torch.device | str = "cpu") -> tuple[RAViT, dict]:
     """The trained model of a run folder and its checkpoint state (without weights)."""
     from ravit.checkpoint import load_checkpoint, model_from_state
+    from ravit.config import ModelConfig
     from ravit.training import run as runfs
 
     run = Path(run)
@@ -105,6 +106,13 @@ def load_run_model(run: str | Path, device: torch.device | str = "cpu") -> tuple
         raise FileNotFoundError(f"{run} has no {runfs.CHECKPOINT}: train it first (ravit train)")
     state = load_checkpoint(path)
     model = model_from_state(state, str(path)).to(device).eval()
+    _, expected = runfs.read_config(run)
+    expected = ModelConfig.from_dict(expected)
+    if model.cfg != expected:
+        raise ValueError(
+            f"{path} holds a model {model.cfg.layers!r} that is not the one "
+            f"{run / runfs.CONFIG} describes ({expected.layers!r}): a checkpoint of another model"
+        )
     if "data" not in state:
         raise ValueError(f"{path} has no data section: not written by ravit train")
     state.pop("model")

@@ -12,6 +12,7 @@ Unknown keys are rejected at every level, with the known keys named.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,12 +117,13 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 def _coerce(cls: type, name: str, value: Any, origin: str) -> Any:
     """Give a YAML value its field's type: '5e-4' (a string to YAML 1.1) -> 0.0005."""
     hint = typing.get_type_hints(cls)[name]
-    args = typing.get_args(hint)
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = typing.get_args(hint) if is_union else ()
     if value is None:
         if type(None) in args:
             return None
         raise ValueError(f"{origin}: {cls.__name__}.{name} may not be empty")
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    base = next(a for a in args if a is not type(None)) if is_union else hint
     origin_type = typing.get_origin(base) or base
     try:
         if origin_type is list:

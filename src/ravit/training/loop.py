@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ravit.checkpoint import load_checkpoint, model_from_state, save_checkpoint
+from ravit.config import ModelConfig
 from ravit.data import load_data, make_transform, train_val_split
 from ravit.evaluation import collect_logits
 from ravit.models import RAViT
@@ -239,7 +240,7 @@ def _resume(run: Path, overrides: list[str]) -> tuple[Prepared, int]:
     cfg = resolve_config(overrides=overrides, base=sections)
     split = runfs.read_json(run / runfs.SPLIT)
     p = prepare(cfg, val_indices=split["val_indices"])
-    if p.model.cfg.to_dict() != saved_model:
+    if p.model.cfg != ModelConfig.from_dict(saved_model):
         raise ValueError(f"{run}: the overrides change the model; only train settings may change")
     ckpt = run / runfs.CHECKPOINT
     if not ckpt.exists():  # killed before the first epoch ended: start over, same seed
