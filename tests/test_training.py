@@ -145,3 +145,11 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
     assert code == 2 and "another model" in err and len(err.splitlines()) == 1
     code, _, err = _cli(["train", "--resume", str(tmp_path / "a")], capsys)
     assert code == 2 and "checkpoint.pt" in err
+
+
+def test_demo_end_to_end_in_miniature(tmp_path, capsys):
+    code, out, err = _cli(["demo", "--epochs", "2", "--out", str(tmp_path / "demo")], capsys)
+    assert code == 0, err
+    assert "ViT 0-3" in out and "RAViT 1-2, no early exit" in out and "leaving at each exit" in out
+    assert (tmp_path / "demo" / "tradeoff.png").stat().st_size > 1000
+    assert (tmp_path / "demo" / "ravit-1-2" / "checkpoint.pt").is_file()

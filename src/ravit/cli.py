@@ -356,7 +356,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{100 * flops / vit_flops:>13.1f}%")  # fmt: skip
     print("\nearly-exit trade-off of RAViT 1-2 on the test split (one entropy threshold):")
     print(early_exit_table(rep.tradeoff))
-    print(f"\ndone in {time.perf_counter() - start:.0f} s")
+    print(f"plot: {rep.plot}")
+    print(f"done in {time.perf_counter() - start:.0f} s")
     return 0
 
 

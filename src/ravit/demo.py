@@ -14,6 +14,7 @@ from pathlib import Path
 from ravit.cost import ModelCost, model_cost
 from ravit.evaluation import RunEvaluation, evaluate_run
 from ravit.exits import EarlyExitResult, sweep
+from ravit.reports.plots import plot_tradeoff
 from ravit.training import fit, resolve_config
 
 RAVIT_LAYERS = "1-2"  # 1 layer on the 4x4 image, 2 on the 8x8 one
@@ -28,6 +29,7 @@ class DemoReport:
     ravit_cost: ModelCost
     vit_cost: ModelCost
     tradeoff: list[EarlyExitResult]
+    plot: Path
 
 
 def demo_overrides(layers: str, epochs: int, seed: int) -> list[str]:
@@ -64,5 +66,12 @@ def run_demo(
         runs[layers] = evaluate_run(out / name, split="test")
     ravit, vit = runs[RAVIT_LAYERS], runs[VIT_LAYERS]
     rcost = model_cost(ravit.model.cfg)
+    vcost = model_cost(vit.model.cfg)
     tradeoff = sweep(ravit.logits.logits, ravit.logits.labels, rcost, points=11)
-    return DemoReport(ravit, vit, rcost, model_cost(vit.model.cfg), tradeoff)
+    plot = plot_tradeoff(
+        out / "tradeoff.png",
+        {f"RAViT {RAVIT_LAYERS}, early exit": [(r.avg_flops, r.accuracy) for r in tradeoff]},
+        {f"ViT {VIT_LAYERS}": [(vcost.total_flops, vit.logits.accuracy()[-1])]},
+        title="digits, test split",
+    )
+    return DemoReport(ravit, vit, rcost, vcost, tradeoff, plot)

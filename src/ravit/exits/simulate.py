@@ -92,5 +92,8 @@ def sweep(
     pooled = scores[:-1].flatten()
     qs = torch.linspace(0, 1, points, dtype=pooled.dtype)
     candidates = {0.0, float("inf")} | {float(v) for v in torch.quantile(pooled, qs)}
-    results = [simulate(logits, labels, cost, t, policy, scores) for t in sorted(candidates)]
-    return sorted(results, key=lambda r: (r.avg_flops, -r.accuracy))
+    results = {}  # thresholds that send the same images to the same exits are one point
+    for t in sorted(candidates):
+        r = simulate(logits, labels, cost, t, policy, scores)
+        results.setdefault((r.exit_counts, r.accuracy), r)
+    return sorted(results.values(), key=lambda r: (r.avg_flops, -r.accuracy))
