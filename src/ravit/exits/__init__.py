@@ -1,5 +1,13 @@
 """The early-exit decision: pure functions on logits, outside the model."""
 
+from ravit.exits.calibration import Calibration, calibrate_budget, calibrate_max_drop
+from ravit.exits.controller import (
+    BudgetController,
+    ControlTable,
+    StreamTrace,
+    control_table,
+    simulate_stream,
+)
 from ravit.exits.policy import (
     EXIT_SCORES,
     POLICIES,
@@ -22,4 +30,12 @@ __all__ = [
     "exit_mask",
     "exit_score",
     "normalize_thresholds",
+    "Calibration",
+    "calibrate_budget",
+    "calibrate_max_drop",
+    "BudgetController",
+    "ControlTable",
+    "StreamTrace",
+    "control_table",
+    "simulate_stream",
 ]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ravit.checkpoint import atomic_write
+
+if TYPE_CHECKING:
+    from ravit.exits import StreamTrace
 
 
 def plot_tradeoff(
@@ -32,6 +36,41 @@ def plot_tradeoff(
                    label=label, zorder=3)  # fmt: skip
     ax.set_xlabel("MFLOPs per image")
     ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_controller(
+    path: str | Path,
+    trace: StreamTrace,
+    title: str = "run-time budget control",
+    band: float = 0.05,
+) -> Path:
+    """Target and window-average cost (% of the full path's FLOPs) against image index.
+
+    trace is a `ravit.exits.StreamTrace`; the shaded band is target +- band (relative).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = range(len(trace.target))
+    target = (100 * trace.target).tolist()
+    fig, ax = plt.subplots(figsize=(7.2, 3.8), dpi=120)
+    ax.fill_between(x, [t * (1 - band) for t in target], [t * (1 + band) for t in target],
+                    step="post", alpha=0.15, label=f"target +- {100 * band:g} %")  # fmt: skip
+    ax.plot(x, target, drawstyle="steps-post", color="k", lw=1.0, label="target")
+    ax.plot(x, (100 * trace.window_average).tolist(), lw=1.0,
+            label=f"average of the last {trace.window} images")  # fmt: skip
+    ax.set_xlabel("image")
+    ax.set_ylabel("FLOPs per image (% of full path)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
