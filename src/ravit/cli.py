@@ -17,6 +17,7 @@ from ravit.config import PRESETS, ModelConfig, model_config
 from ravit.cost import format_flops, model_cost
 
 EXIT_USAGE = 2
+POLICY_CHOICES = ["entropy", "normalized-entropy", "confidence"]
 
 
 class UsageError(Exception):
@@ -246,11 +247,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       progress=progress)  # fmt: skip
     cost = model_cost(ev.model.cfg)
     lg, labels = ev.logits.logits, ev.logits.labels
-    results = []
+    results, saved = [], None
     if args.sweep:
         results = sweep(lg, labels, cost, args.policy)
     elif args.thresholds is not None:
         results = [simulate(lg, labels, cost, t, args.policy) for t in _threshold_sets(args)]
+    elif (saved := _saved_calibration(args.run)) is not None:  # ravit calibrate's thresholds
+        args.policy = saved.policy
+        results = [simulate(lg, labels, cost, saved.thresholds, saved.policy)]
     baselines = [_baseline_point(b, args, device) for b in args.baseline]
     plot = _eval_plot(args, ev, cost, results, baselines) if args.sweep else None
     if args.json:
@@ -261,12 +265,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(anytime_table(cost, ev.logits.accuracy()))
     if results:
         print()
+        if saved is not None:
+            print(f"at the calibrated thresholds of {args.run}/thresholds.json:")
         print(early_exit_table(results, args.policy))
     for name, flops, acc in baselines:
         print(f"baseline {name}: {100 * acc:.2f}% at {format_flops(flops)}")
     if plot:
         print(f"plot: {plot}")
     return 0
+
+
+def _saved_calibration(run: str):
+    from ravit.exits import Calibration
+    from ravit.training import run as runfs
+
+    saved = runfs.read_thresholds(run)
+    return None if saved is None else Calibration.from_dict(saved["calibration"])
 
 
 def _threshold_sets(args: argparse.Namespace) -> list:
@@ -320,6 +334,108 @@ def _eval_json(args, ev, cost, results, baselines, plot) -> dict:
         "baselines": [{"run": n, "flops": f, "accuracy": a} for n, f, a in baselines],
         "plot": str(plot) if plot else None,
     }
+
+
+# -- calibrate / control --------------------------------------------------------
+
+
+def parse_budget(text: str, total_flops: int) -> float:
+    """'0.7' or '70%' -> a fraction of the full path; '60M', '1.2G', '6e7' -> absolute FLOPs."""
+    t = text.strip().upper()
+    scale = {"%": 0.01 * total_flops, "M": 1e6, "G": 1e9}.get(t[-1:]) if t else None
+    try:
+        value = float(t[:-1] if scale else t)
+    except ValueError:
+        raise UsageError(
+            f"budget {text!r}: expected a fraction of the full path (0.7 or 70%) or FLOPs "
+            "(60M, 1.2G, 6e7)"
+        ) from None
+    if value <= 0:
+        raise UsageError(f"budget {text!r} must be positive")
+    if scale:
+        return value * scale
+    return value * total_flops if value <= 1 else value
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ravit.evaluation import evaluate_run
+    from ravit.exits import calibrate_budget, calibrate_max_drop, simulate
+    from ravit.reports.tables import early_exit_table
+    from ravit.training import run as runfs
+    from ravit.training import select_device
+
+    device = select_device(args.device)
+    val = evaluate_run(args.run, data_spec=args.data, split="val", device=device)
+    test = evaluate_run(args.run, data_spec=args.data, split="test", device=device)
+    cost = model_cost(val.model.cfg)
+    if cost.exits[-1].exit == 0:
+        raise UsageError(f"{args.run} has a single exit: there is no threshold to calibrate")
+    lv, lt = val.logits, test.logits
+    if args.budget is not None:
+        budget = parse_budget(args.budget, cost.total_flops)
+        cal = calibrate_budget(lv.logits, lv.labels, cost, budget, args.policy)
+    else:
+        if not 0 <= args.max_drop < 100:
+            raise UsageError(f"--max-drop {args.max_drop}: expected accuracy points in [0, 100)")
+        cal = calibrate_max_drop(lv.logits, lv.labels, cost, args.max_drop / 100, args.policy)
+    realized = simulate(lt.logits, lt.labels, cost, cal.thresholds, cal.policy)
+    full = simulate(lt.logits, lt.labels, cost, None, cal.policy)
+    saved = {"calibration": cal.to_dict(), "test": realized.to_dict(),
+             "test_no_early_exit": full.to_dict(), "total_flops": cost.total_flops}  # fmt: skip
+    runfs.write_json(Path(args.run) / runfs.THRESHOLDS, saved)
+    if args.json:
+        print(json.dumps(saved, indent=2))
+        return 0
+    print(f"{args.run}: calibrated {cal.policy} thresholds for {_target_text(cal.target, cost)}")
+    print(early_exit_table([cal.predicted], cal.policy).replace("thresholds", "(val)       ", 1))
+    print(early_exit_table([realized], cal.policy).split("\n", 1)[1] + "   <- test")
+    print(early_exit_table([full], cal.policy).split("\n", 1)[1] + "   <- test, no early exit")
+    print(f"saved in {Path(args.run) / runfs.THRESHOLDS}: used by default by eval and predict")
+    return 0
+
+
+def _target_text(target: dict, cost) -> str:
+    if "budget_flops" in target:
+        b = target["budget_flops"]
+        return f"a budget of {format_flops(b)} ({100 * b / cost.total_flops:.1f}% of the full path)"
+    return f"an accuracy drop of at most {100 * target['max_drop']:.2f} points"
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ravit.evaluation import evaluate_run
+    from ravit.exits import BudgetController, control_table, simulate_stream
+    from ravit.reports.plots import plot_controller
+    from ravit.training import select_device
+
+    device = select_device(args.device)
+    val = evaluate_run(args.run, split="val", device=device)
+    test = evaluate_run(args.run, split="test", device=device)
+    cost = model_cost(val.model.cfg)
+    table = control_table(val.logits.logits, val.logits.labels, cost, args.policy)
+    n = len(test.logits.labels)
+    step = max(1, n // len(args.targets))
+    schedule = [(i * step, t) for i, t in enumerate(args.targets)]
+    ctl = BudgetController(table, args.targets[0], window=min(args.window, n))
+    trace = simulate_stream(test.logits.logits, cost, ctl, schedule, labels=test.logits.labels)
+    plot = plot_controller(Path(args.plot or Path(args.run) / "control.png"), trace,
+                           title=f"{args.run}: window {args.window}")  # fmt: skip
+    err = trace.relative_error()
+    print(f"{args.run}: budget control over the test stream ({n} images, window "
+          f"{args.window}), targets {list(args.targets)} changing every {step} images")  # fmt: skip
+    for i, (start, target) in enumerate(schedule):
+        end = schedule[i + 1][0] if i + 1 < len(schedule) else n
+        settle = min(end, start + args.window)
+        worst = float(err[settle:end].max()) if settle < end else float("nan")
+        print(f"  target {100 * target:5.1f}%: window average at the end "
+              f"{100 * float(trace.window_average[end - 1]):5.1f}%, worst error after "
+              f"{settle - start} images {100 * worst:4.1f}%")  # fmt: skip
+    print(f"accuracy {100 * trace.accuracy:.2f}%, mean cost {100 * trace.mean_cost:.1f}%"
+          f" of the full path; plot: {plot}")  # fmt: skip
+    return 0
 
 
 # -- demo ---------------------------------------------------------------------
@@ -409,14 +525,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--thresholds", type=_float_list, action="append",
                    help="per-exit thresholds (repeat for several settings)")  # fmt: skip
     g.add_argument("--sweep", action="store_true", help="sweep one threshold for all exits")
-    p.add_argument("--policy", default="entropy",
-                   choices=["entropy", "normalized-entropy", "confidence"])  # fmt: skip
+    p.add_argument("--policy", default="entropy", choices=POLICY_CHOICES)
     p.add_argument("--baseline", action="append", default=[], metavar="RUN",
                    help="plain-ViT run(s) to put on the plot")  # fmt: skip
     p.add_argument("--plot", help="PNG path for the sweep (default RUN/eval-SPLIT-sweep.png)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("calibrate", help="choose exit thresholds for a budget on the val split")
+    p.add_argument("run", help="run folder")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--budget", help="average cost: 0.7 or 70%% of the full path, or 60M FLOPs")
+    g.add_argument("--max-drop", type=float, help="accuracy points one may lose, e.g. 1.0")
+    p.add_argument("--data", help="data spec (default: the one the run was trained on)")
+    p.add_argument("--policy", default="entropy", choices=POLICY_CHOICES)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("control", help="simulate run-time budget control over the test stream")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--targets", type=_float_list, default=(0.8, 0.6, 0.7),
+                   help="fractions of the full path, in turn (default 0.8,0.6,0.7)")  # fmt: skip
+    p.add_argument("--window", type=int, default=200, help="sliding window, images")
+    p.add_argument("--policy", default="entropy", choices=POLICY_CHOICES)
+    p.add_argument("--plot", help="PNG path (default RUN/control.png)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_control)
 
     p = sub.add_parser("demo", help="train a small RAViT and a ViT on digits, show the trade-off")
     p.add_argument("--out", help="folder for the two runs (default runs/demo-TIMESTAMP)")

@@ -6,6 +6,7 @@ RUN/split.json      the validation indices carved from the training set
 RUN/metrics.jsonl   one JSON object per epoch
 RUN/checkpoint.pt   the latest epoch's model, optimiser and progress
 RUN/cache/          cached exit logits of evaluations
+RUN/thresholds.json the calibrated exit thresholds (ravit calibrate)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ENV = "env.json"
 SPLIT = "split.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+THRESHOLDS = "thresholds.json"  # written by `ravit calibrate`, used by eval and predict
 
 
 def write_text(path: Path, text: str) -> None:
@@ -124,3 +126,14 @@ def truncate_metrics(run: Path, epochs_done: int) -> None:
     kept = [r for r in read_metrics(run) if r.get("epoch", 0) <= epochs_done]
     text = "".join(json.dumps(r) + "\n" for r in kept)
     write_text(Path(run) / METRICS, text)
+
+
+def read_thresholds(run: Path) -> dict | None:
+    """The run's calibrated thresholds (`ravit calibrate`), or None if it has none."""
+    path = Path(run) / THRESHOLDS
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict) or "calibration" not in data:
+        raise ValueError(f"{path} is not a ravit thresholds file (no calibration in it)")
+    return data

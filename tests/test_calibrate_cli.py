@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from ravit.cli import main, parse_budget
+from ravit.training import fit, resolve_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("runs") / "digits"
+    cfg = resolve_config(None, [
+        "model.preset=digits", "model.layers=1-1", "model.embed_dim=32", "model.num_heads=2",
+        "data.spec=digits", "data.val_size=300", "train.epochs=3", "train.batch_size=64",
+        "train.device=cpu",
+    ])  # fmt: skip
+    fit(path, cfg)
+    return path
+
+
+def test_parse_budget():
+    assert parse_budget("0.7", 1000) == pytest.approx(700)
+    assert parse_budget("70%", 1000) == pytest.approx(700)
+    assert parse_budget("60M", 10**9) == pytest.approx(6e7)
+    assert parse_budget("1.5G", 10**10) == pytest.approx(1.5e9)
+    assert parse_budget("6e7", 10**9) == pytest.approx(6e7)
+
+
+def test_calibrate_budget_saves_thresholds_used_by_eval(run, capsys):
+    assert main(["calibrate", str(run), "--budget", "0.6", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["calibration"]["predicted"]["flops_ratio"] <= 0.6 + 1e-9
+    assert json.loads((run / "thresholds.json").read_text()) == saved
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "calibrated thresholds" in out
+
+
+def test_calibrate_max_drop(run, capsys):
+    assert main(["calibrate", str(run), "--max-drop", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "at most 2.00 points" in out and "<- test" in out
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [(["--budget", "cheap"], "expected a fraction"), (["--budget", "0.01"], "below"),
+     (["--max-drop", "150"], "accuracy points")],
+)  # fmt: skip
+def test_calibrate_bad_input(run, capsys, argv, match):
+    assert main(["calibrate", str(run), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err
+
+
+def test_control_simulation_writes_a_plot(run, capsys):
+    assert main(["control", str(run), "--window", "50", "--targets", "0.8,0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "target  80.0%" in out and "target  50.0%" in out
+    assert (run / "control.png").stat().st_size > 1000
