@@ -58,3 +58,24 @@ def test_control_simulation_writes_a_plot(run, capsys):
     out = capsys.readouterr().out
     assert "target  80.0%" in out and "target  50.0%" in out
     assert (run / "control.png").stat().st_size > 1000
+
+
+def test_predict_cli_answers_good_files_and_reports_bad_ones(run, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i, mode in enumerate(["L", "RGB", "RGBA"]):
+        shape = (20, 30) if mode == "L" else (20, 30, len(mode))
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(
+            tmp_path / f"img{i}.png"
+        )
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    code = main(["predict", str(run), str(tmp_path), "--json", "--thresholds", "0"])
+    captured = capsys.readouterr()
+    assert code == 1, "some files failed"
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert len(lines) == 3 and all(r["exit"] == 2 for r in lines)
+    assert {"class_name", "probability", "entropy", "flops"} <= set(lines[0])
+    assert "broken.png" in captured.err
+    assert main(["predict", str(run), str(tmp_path / "img0.png")]) == 0

@@ -438,6 +438,61 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- predict ------------------------------------------------------------------
+
+
+def _predict_thresholds(args: argparse.Namespace, model, device) -> tuple[object, str, str]:
+    """(thresholds, policy, where they came from): --thresholds, --budget, saved, or none."""
+    if args.thresholds is not None:
+        t = args.thresholds
+        return (t[0] if len(t) == 1 else t), args.policy, "--thresholds"
+    if args.budget is not None:
+        from ravit.evaluation import evaluate_run
+        from ravit.exits import calibrate_budget
+
+        val = evaluate_run(args.run, split="val", device=device)
+        cost = model_cost(model.cfg)
+        budget = parse_budget(args.budget, cost.total_flops)
+        cal = calibrate_budget(val.logits.logits, val.logits.labels, cost, budget, args.policy)
+        return cal.thresholds, cal.policy, f"--budget {args.budget} (calibrated on val)"
+    saved = _saved_calibration(args.run)
+    if saved is not None:
+        return saved.thresholds, saved.policy, f"{args.run}/thresholds.json"
+    return None, args.policy, "none (no early exit)"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ravit.evaluation import load_run_model
+    from ravit.runtime import predict
+    from ravit.training import select_device
+
+    device = select_device(args.device)
+    model, state = load_run_model(args.run, device)
+    taus, policy, source = _predict_thresholds(args, model, device)
+    results = predict(model, state["data"], args.paths, taus, policy,
+                      batch_size=args.batch_size, device=device)  # fmt: skip
+    failed = answered = 0
+    if not args.json:
+        print(f"# thresholds: {source}; policy {policy}", flush=True)
+    for r in results:
+        if not r.ok:
+            failed += 1
+            print(f"ravit: error: {' '.join(r.message.split())}", file=sys.stderr, flush=True)
+            continue
+        answered += 1
+        if args.json:
+            print(json.dumps(r.to_dict()), flush=True)
+        else:
+            print(f"{r.path}\t{r.class_name}\tp={r.probability:.3f}\texit {r.exit}\t"
+                  f"H={r.entropy:.3f}\t{format_flops(r.flops)}", flush=True)  # fmt: skip
+    if failed:
+        print(f"ravit: {failed} of {failed + answered} files failed", file=sys.stderr)
+        return 1
+    if answered == 0:
+        raise UsageError(f"no image files found in {args.paths}")
+    return 0
+
+
 # -- demo ---------------------------------------------------------------------
 
 
@@ -553,6 +608,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="PNG path (default RUN/control.png)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_control)
+
+    p = sub.add_parser("predict", help="classify image files with early exit")
+    p.add_argument("run", help="run folder")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--thresholds", type=_float_list, help="per-exit thresholds, e.g. 0.5")
+    g.add_argument("--budget", help="average cost (0.7, 70%%, 60M): thresholds solved on val")
+    p.add_argument("--policy", default="entropy", choices=POLICY_CHOICES)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="train a small RAViT and a ViT on digits, show the trade-off")
     p.add_argument("--out", help="folder for the two runs (default runs/demo-TIMESTAMP)")

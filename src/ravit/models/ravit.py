@@ -118,35 +118,73 @@ class RAViT(nn.Module):
 
         After each exit the batch is compacted: the next branch runs only on
         the images still in it. The last exit answers for all that remain.
+        Compaction costs one `index_select` of the images and CLS tokens per
+        exit that some (not all) images leave; an exit nobody leaves costs
+        nothing beyond its score. Answers are put back in input order once,
+        at the end.
         """
         self.check_input(x)
         taus = normalize_thresholds(thresholds, self.num_exits)
-        b = x.shape[0]
-        prediction = torch.empty(b, dtype=torch.long, device=x.device)
-        exit_index = torch.empty_like(prediction)
-        ent = torch.empty(b, device=x.device)
-        score = torch.empty(b, device=x.device)
-        logits_out = torch.empty(b, self.cfg.num_classes, device=x.device)
-        idx = torch.arange(b, device=x.device)  # input positions still running
-        cls = self.initial_cls(b)
+        last = self.num_exits - 1
+        pos: torch.Tensor | None = None  # input positions still running; None: all, in order
+        cls = self.initial_cls(x.shape[0])
+        parts: list[_ExitPart] = []
         for e in range(self.num_exits):
             logits, cls = self.forward_exit(e, x, cls)
-            s = exit_score(logits, policy)
-            last = e == self.num_exits - 1
-            leave = torch.ones_like(s, dtype=torch.bool) if last else exit_mask(s, taus[e])
-            out = idx[leave]
-            prediction[out] = logits[leave].argmax(dim=-1)
-            exit_index[out] = e
-            ent[out] = entropy(logits[leave])
-            score[out] = s[leave]
-            logits_out[out] = logits[leave].to(logits_out.dtype)
-            if last:
+            ent = entropy(logits)
+            score = ent if policy == "entropy" else exit_score(logits, policy)
+            if e == last:
+                parts.append(_ExitPart(e, pos, logits, ent, score))
                 break
-            stay = ~leave
-            idx, x, cls = idx[stay], x[stay], cls[stay]
-            if idx.numel() == 0:
+            leave = exit_mask(score, taus[e])
+            go = leave.nonzero().squeeze(1)  # (k,) batch rows leaving here
+            if go.numel() == 0:
+                continue
+            if go.numel() == leave.numel():  # everyone left: no later branch runs
+                parts.append(_ExitPart(e, pos, logits, ent, score))
                 break
-        return EarlyExitOutput(prediction, exit_index, ent, score, logits_out)
+            parts.append(_ExitPart(e, pos, logits, ent, score).select(go))
+            stay = (~leave).nonzero().squeeze(1)
+            x, cls = x.index_select(0, stay), cls.index_select(0, stay)
+            pos = stay if pos is None else pos.index_select(0, stay)
+        return _assemble(parts, x.device)
+
+
+@dataclass
+class _ExitPart:
+    """The images that left at exit `exit`: their input positions (None: all, in order)."""
+
+    exit: int
+    pos: torch.Tensor | None
+    logits: torch.Tensor
+    entropy: torch.Tensor
+    score: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> _ExitPart:
+        pos = rows if self.pos is None else self.pos.index_select(0, rows)
+        pick = (self.logits, self.entropy, self.score)
+        return _ExitPart(self.exit, pos, *(t.index_select(0, rows) for t in pick))
+
+
+def _assemble(parts: list[_ExitPart], device: torch.device) -> EarlyExitOutput:
+    """The answers in input order, from the per-exit parts: one scatter, not one per exit."""
+    dtype = torch.get_default_dtype()
+    exits = [
+        torch.full((p.logits.shape[0],), p.exit, dtype=torch.long, device=device) for p in parts
+    ]
+    if len(parts) == 1:  # every image answered at the same exit, in input order
+        (p,) = parts
+        logits = p.logits.to(dtype)
+        return EarlyExitOutput(logits.argmax(-1), exits[0], p.entropy, p.score, logits)
+    pos = torch.cat([p.pos for p in parts])  # (B,) a permutation of the input positions
+    fields = (
+        torch.cat(exits),
+        torch.cat([p.entropy for p in parts]),
+        torch.cat([p.score for p in parts]),
+        torch.cat([p.logits.to(dtype) for p in parts]),
+    )
+    exit_index, ent, score, logits = (torch.empty_like(t).index_copy_(0, pos, t) for t in fields)
+    return EarlyExitOutput(logits.argmax(-1), exit_index, ent, score, logits)
 
 
 def _init_weights(m: nn.Module) -> None:
