@@ -187,3 +187,16 @@ def test_predict_checks_its_arguments_before_reading(folder):
     with pytest.raises(ValueError, match="thresholds must be >= 0"):
         predict(model, INFO, folder, thresholds=-1)
     assert list(predict(model, INFO, [])) == []
+
+
+def test_load_image_applies_exif_orientation_and_palette_transparency(tmp_path):
+    a = np.zeros((40, 60, 3), np.uint8)
+    a[:, :30] = 255  # left half white
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    im.save(tmp_path / "turned.jpg", exif=exif.tobytes())
+    x = load_image(tmp_path / "turned.jpg", 3, 32).float()
+    assert x[:, 0].mean() > 250 and x[:, -1].mean() < 5  # the white half is now on top
+    im.convert("P").save(tmp_path / "clear.gif", transparency=0)  # black is transparent
+    assert load_image(tmp_path / "clear.gif", 1, 32).min() == 255  # composited on white
