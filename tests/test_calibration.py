@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from synthetic import synthetic
 
 from ravit.config import model_config
 from ravit.cost import model_cost
@@ -19,25 +20,6 @@ from ravit.models import RAViT
 
 COST2 = model_cost(model_config("cifar10", "1-3"))  # 6.83 M, 89.99 M
 COST3 = model_cost(model_config("cifar10", "1-1-1"))  # 1.98 M, 8.81 M, 36.53 M
-
-
-def synthetic(n, num_exits, classes=10, seed=0, shift=0.0):
-    """Logits of `num_exits` exits that see the same images better and better.
-
-    Every image has an ease in [0, 1) - shift and a noise shared by its exits
-    (an image hard for exit 1 is hard for exit 2 too); later exits get more
-    signal, so accuracy rises with cost, as in a trained RAViT.
-    """
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, classes, (n,), generator=g)
-    ease = torch.rand(n, generator=g) - shift
-    noise = torch.randn(n, classes, generator=g)
-    logits = []
-    for e in range(num_exits):
-        lg = noise + 0.5 * torch.randn(n, classes, generator=g)
-        lg[torch.arange(n), labels] += (1.0 + 1.5 * e) * (0.5 + 2.0 * ease)
-        logits.append(lg)
-    return logits, labels
 
 
 def outcomes(logits, labels, cost, grid):

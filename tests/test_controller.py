@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from synthetic import synthetic
 
 from ravit.config import model_config
 from ravit.cost import model_cost
@@ -22,21 +23,6 @@ COST3 = model_cost(model_config("cifar10", "1-1-1"))  # 5.4 %, 24.1 % or 100 %
 WINDOW = 200
 SOON = 3 * WINDOW // 2  # "soon" after a change: within 1.5 windows
 CHANGES = [(0, 0.8), (2000, 0.6), (4000, 0.7)]  # targets, fractions of the full path
-
-
-def synthetic(n, num_exits, classes=10, seed=0, shift=0.0):
-    """As in test_calibration: exits that see the same images better and better;
-    shift > 0 makes every image harder (more of them run on)."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, classes, (n,), generator=g)
-    ease = torch.rand(n, generator=g) - shift
-    noise = torch.randn(n, classes, generator=g)
-    logits = []
-    for e in range(num_exits):
-        lg = noise + 0.5 * torch.randn(n, classes, generator=g)
-        lg[torch.arange(n), labels] += (1.0 + 1.5 * e) * (0.5 + 2.0 * ease)
-        logits.append(lg)
-    return logits, labels
 
 
 def drifting_stream(n, num_exits, seed):

@@ -36,14 +36,7 @@ def plot_tradeoff(
                    label=label, zorder=3)  # fmt: skip
     ax.set_xlabel("MFLOPs per image")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, title, path)
 
 
 def plot_controller(
@@ -71,6 +64,13 @@ def plot_controller(
             label=f"average of the last {trace.window} images")  # fmt: skip
     ax.set_xlabel("image")
     ax.set_ylabel("FLOPs per image (% of full path)")
+    return _finish(fig, ax, title, path)
+
+
+def _finish(fig, ax, title: str, path: str | Path) -> Path:
+    """Title, grid and legend, then write the PNG atomically and free the figure."""
+    import matplotlib.pyplot as plt
+
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
