@@ -27,7 +27,7 @@ First thing, the process re-executes itself with glibc malloc settings that
 keep freed memory in the process (`ravit.allocator`); `RAVIT_NO_MALLOC_TUNING=1`
 measures glibc's defaults instead.
 
-    python benchmarks/bench_train_throughput.py --quick   # 30 s on an idle 2-core CPU
+    python benchmarks/bench_train_throughput.py --quick   # 45 s on an idle 2-core CPU
     python benchmarks/bench_train_throughput.py           # 1.5 min (busy machine: up to 5)
     RAVIT_NO_MALLOC_TUNING=1 python benchmarks/bench_train_throughput.py --quick
 """
@@ -212,12 +212,23 @@ class Matmul:
         return reps * self.flops / (time.perf_counter() - t0)
 
 
+def _rusage():
+    """This process's resource usage, or None where the `resource` module is missing."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF)
+
+
 @dataclass
 class Rounds:
     ours: list[float] = field(default_factory=list)  # images/s
     reference: list[float] = field(default_factory=list)  # images/s
     matmul: list[float] = field(default_factory=list)  # FLOP/s
     cpus_used: float = 0.0  # process CPU time / wall time over the rounds
+    faults_per_step: float = float("nan")  # minor page faults per training step
+    sys_ms_per_step: float = float("nan")  # kernel CPU time per training step
 
 
 def measure(ours: Trainer, ref: Trainer, *, rounds: int, steps: int, warmup: int) -> Rounds:
@@ -227,7 +238,7 @@ def measure(ours: Trainer, ref: Trainer, *, rounds: int, steps: int, warmup: int
         t.images_per_second(warmup)
     mm.flops_per_second(1)
     res = Rounds()
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, usage = time.perf_counter(), time.process_time(), _rusage()
     for r in range(rounds):
         if r % 2 == 0:
             res.ours.append(ours.images_per_second(steps))
@@ -243,6 +254,10 @@ def measure(ours: Trainer, ref: Trainer, *, rounds: int, steps: int, warmup: int
             flush=True,
         )
     res.cpus_used = (time.process_time() - cpu) / (time.perf_counter() - wall)
+    if usage is not None:  # what the allocator settings change: faults and kernel time
+        end, n = _rusage(), 2 * rounds * steps
+        res.faults_per_step = (end.ru_minflt - usage.ru_minflt) / n
+        res.sys_ms_per_step = 1e3 * (end.ru_stime - usage.ru_stime) / n
     return res
 
 
@@ -270,6 +285,8 @@ def summarize(res: Rounds, train_flops: int) -> dict[str, float]:
         "frac_hi": max(frac),
         "ref_frac": med(ref_frac),
         "cpus_used": res.cpus_used,
+        "faults": res.faults_per_step,
+        "sys_ms": res.sys_ms_per_step,
         "gflop_per_s_per_ips": train_flops / 1e9,
     }
 
@@ -337,7 +354,10 @@ def report(s: dict[str, float], flops: int) -> None:
         f"reference {s['ref_frac']:.3f})"
     )
     threads = torch.get_num_threads()
-    print(f"CPU time / wall time over the rounds: {s['cpus_used']:.2f} (threads: {threads})")
+    print(
+        f"per training step: {s['faults']:,.0f} minor page faults, {s['sys_ms']:.0f} ms "
+        f"of kernel CPU time; CPU time / wall time: {s['cpus_used']:.2f} ({threads} threads)"
+    )
     if s["cpus_used"] < BUSY_CPU_SHARE * threads:
         print(
             "NOTE: other processes had part of the CPUs during the run. A training step's "
@@ -357,11 +377,16 @@ def failures(s: dict[str, float]) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="8 rounds instead of 30")
+    p.add_argument("--quick", action="store_true", help="12 rounds instead of 30")
     p.add_argument("--no-check", action="store_true", help="only print; exit 0 either way")
-    p.add_argument("--rounds", type=int, help="timed rounds (default 30, --quick 8)")
+    p.add_argument("--rounds", type=int, help="timed rounds (default 30, --quick 12)")
     p.add_argument("--steps", type=int, default=1, help="training steps per model and round")
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument(
+        "--explicit-attention",
+        action="store_true",
+        help="ours with fused_attention=False (matmul + softmax) instead of the preset's SDPA",
+    )
     args = p.parse_args(argv)
     if args.rounds is not None and args.rounds < 1 or args.steps < 1 or args.batch < 1:
         p.error("--rounds, --steps and --batch must be positive")
@@ -373,9 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # again with them (same pid; a no-op when set already or RAVIT_NO_MALLOC_TUNING=1).
     reexec_with_tuned_allocator()
     args = parse_args(argv)
-    rounds = args.rounds or (8 if args.quick else 30)
+    rounds = args.rounds or (12 if args.quick else 30)
     start = time.perf_counter()
-    cfg = ravit.model_config("cifar10", "0-4")
+    overrides = {"fused_attention": False} if args.explicit_attention else {}
+    cfg = ravit.model_config("cifar10", "0-4", **overrides)
     torch.manual_seed(0)
     ours_model, ref_model = RAViT(cfg), ReferenceViT(cfg)
     ref_model.load_from(ours_model)
