@@ -153,3 +153,24 @@ def test_demo_end_to_end_in_miniature(tmp_path, capsys):
     assert "ViT 0-3" in out and "RAViT 1-2, no early exit" in out and "leaving at each exit" in out
     assert (tmp_path / "demo" / "tradeoff.png").stat().st_size > 1000
     assert (tmp_path / "demo" / "ravit-1-2" / "checkpoint.pt").is_file()
+
+
+def test_train_size_keeps_a_seeded_subset_disjoint_from_val():
+    from ravit.training.loop import prepare
+
+    a = prepare(small_config(**{"data.train_size": 300}))
+    b = prepare(small_config(**{"data.train_size": 300}))
+    assert len(a.train_data) == 300 and len(a.val_data) == 200
+    assert torch.equal(a.train_data.labels, b.train_data.labels)
+    full = prepare(small_config())
+    assert len(full.train_data) > 300
+    half = prepare(small_config(**{"data.train_size": 0.5}))
+    assert len(half.train_data) == round(0.5 * len(full.train_data))
+
+
+def test_train_size_larger_than_the_data_is_a_clear_error(tmp_path, capsys):
+    argv = ["train", "--out", str(tmp_path / "r"), "--no-progress", "--train-size", "1e9"]
+    assert main(argv + SMALL + ["train.epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ravit: error:") and "data.train_size" in err
+    assert not (tmp_path / "r").exists()

@@ -170,6 +170,7 @@ TRAIN_FLAGS = {  # flag dest -> config key (flags are shorthands for key=value)
     "num_classes": "model.num_classes",
     "data": "data.spec",
     "val_size": "data.val_size",
+    "train_size": "data.train_size",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "lr": "train.lr",
@@ -560,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p, required=False)
     p.add_argument("--data", help="data spec, e.g. cifar10:PATH, fashion-mnist:PATH, digits")
     p.add_argument("--val-size", type=float, help="validation split: count or fraction")
+    p.add_argument(
+        "--train-size", type=float, help="train on a seeded subset: count or fraction (default all)"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

@@ -42,6 +42,9 @@ class DataSection:
     spec: str = "digits"
     # Validation split carved from the training set: a count or a fraction.
     val_size: float = 0.1
+    # Training images kept after carving val (a count or a fraction; None: all):
+    # a seeded random subset, to scale a big data set to a small compute budget.
+    train_size: float | None = None
     augment: str | None = None  # the data set's default when None
     eval_batch_size: int = 512
 
@@ -85,6 +88,8 @@ class RunConfig:
         _check(len(t.betas) == 2, f"train.betas must hold two numbers, got {t.betas}")
         _check(t.amp in AMP_MODES, f"train.amp must be one of {AMP_MODES}, got {t.amp!r}")
         _check(self.data.val_size >= 0, f"data.val_size must be >= 0, got {self.data.val_size}")
+        ts = self.data.train_size
+        _check(ts is None or ts > 0, f"data.train_size must be > 0 (or null), got {ts}")
         if t.exit_weights is not None:
             _check(
                 all(w >= 0 for w in t.exit_weights) and any(w > 0 for w in t.exit_weights),

@@ -103,6 +103,7 @@ def prepare(cfg: RunConfig, val_indices: list[int] | None = None) -> Prepared:
         mask = torch.ones(len(full), dtype=torch.bool)
         mask[val_idx] = False
         train_idx = mask.nonzero().flatten()
+    train_idx = keep_train_subset(train_idx, cfg.data.train_size, cfg.train.seed)
     train_data = full.subset(train_idx)
     val_data = full.subset(val_idx) if len(val_idx) else None
     model_cfg = build_model_config(cfg.model, num_classes=len(full.classes), in_chans=full.channels)
@@ -111,6 +112,20 @@ def prepare(cfg: RunConfig, val_indices: list[int] | None = None) -> Prepared:
     optimizer = make_optimizer(model, cfg)
     info = data_info(full, cfg.data.spec)
     return Prepared(cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist())
+
+
+def keep_train_subset(train_idx: torch.Tensor, size: float | None, seed: int) -> torch.Tensor:
+    """A seeded random subset of the training indices: `size` images (>= 1) or a fraction."""
+    if size is None:
+        return train_idx
+    n = len(train_idx)
+    count = int(size) if size >= 1 else round(size * n)
+    if not 1 <= count <= n:
+        raise ValueError(
+            f"data.train_size={size} asks for {count} training images; {n} are left after val"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed) + 1))
+    return train_idx[perm[:count]].sort().values
 
 
 def make_optimizer(model: RAViT, cfg: RunConfig) -> torch.optim.Optimizer:
