@@ -30,3 +30,14 @@ PAPER_COSTS: tuple[PaperCost, ...] = (
     PaperCost("ImageNet", "imagenet", "1-1-8", "RAViT 1-1-8", "24.43 G"),
     PaperCost("ImageNet", "imagenet", "1-1-10", "RAViT 1-1-10", "30.25 G"),
 )
+
+
+# Table I (CIFAR-10): layers (or "layers tau=T") -> (top-1 %, FLOPs as printed, % of 0-4).
+PAPER_TABLE1: dict[str, tuple[float, str, int]] = {
+    "0-3": (82.3, "83.16 M", 75),
+    "0-4": (84.3, "110.88 M", 100),
+    "0-5": (85.3, "138.61 M", 125),
+    "1-3": (84.9, "89.99 M", 81),
+    "1-3 tau=0.05": (84.6, "80.81 M", 72),
+    "1-3 tau=0.15": (82.6, "67.72 M", 61),
+}
