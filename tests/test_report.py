@@ -119,13 +119,18 @@ def test_report_tables_csv_and_plots(suite_runs):
     assert "## Table I" in text and "![grid](grid.png)" in text
 
 
-def test_report_cli_on_a_suite_folder_and_its_errors(suite_runs, tmp_path, capsys):
-    tmp, _, folders = suite_runs
-    assert main(["report", str(tmp / "runs"), "--out", str(tmp_path / "rep")]) == 0
+def test_suite_cli_reuses_finished_runs_and_reports(suite_runs, capsys):
+    tmp, path, folders = suite_runs
+    assert main(["suite", str(path), "--out", str(tmp / "runs"), "--no-progress"]) == 0
     out = capsys.readouterr().out
+    assert out.count("finished, reused") == 5 and "loss" not in out
     # No 4-layer ViT among the runs: the dearest model is the reference, every model is listed.
     assert "reference 1-2" in out and "| ViT 0-1 | 1 |" in out
-    assert (tmp_path / "rep" / "report.md").is_file()
+    assert (tmp / "runs" / "report" / "report.md").is_file()
+
+
+def test_report_cli_errors(suite_runs, tmp_path, capsys):
+    tmp, _, folders = suite_runs
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2
     assert "no run folders" in capsys.readouterr().err
     assert main(["report", str(folders[0]), "--out", str(tmp_path / "r3"),

@@ -716,7 +716,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables, CSV and plots (accuracy vs FLOPs) from runs")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders holding runs")
     p.add_argument("--out", required=True, help="folder for report.md, CSV files and PNG plots")
-    p.add_argument("--reference", metavar="LAYERS", help="baseline of '%% of FLOPs' (default 0-4)")
+    p.add_argument(
+        "--reference",
+        metavar="LAYERS",
+        help="baseline of '%% of FLOPs' (default: a 4-layer plain ViT, else the dearest model)",
+    )
     p.add_argument("--title", help="title of the report and plots (default: the data set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
