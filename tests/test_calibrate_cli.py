@@ -79,3 +79,11 @@ def test_predict_cli_answers_good_files_and_reports_bad_ones(run, tmp_path, caps
     assert {"class_name", "probability", "entropy", "flops"} <= set(lines[0])
     assert "broken.png" in captured.err
     assert main(["predict", str(run), str(tmp_path / "img0.png")]) == 0
+
+
+def test_settling_count_is_the_images_until_the_error_stays_in_the_band():
+    from ravit.cli import _settled
+
+    assert _settled([0.3, 0.2, 0.04, 0.06, 0.01, 0.0], 0.05) == "4"
+    assert _settled([0.01, 0.02], 0.05) == "0"
+    assert _settled([0.01, 0.09], 0.05) == "never"

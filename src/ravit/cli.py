@@ -404,6 +404,17 @@ def _target_text(target: dict, cost) -> str:
     return f"an accuracy drop of at most {100 * target['max_drop']:.2f} points"
 
 
+BAND = 0.05  # the controller's promise: window average within 5 % of the target
+
+
+def _settled(errors: list[float], band: float) -> str:
+    """How many images after a change the relative error stays within band ("never")."""
+    for i in range(len(errors) - 1, -1, -1):
+        if errors[i] > band:
+            return str(i + 1) if i + 1 < len(errors) else "never"
+    return "0"
+
+
 def cmd_control(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -431,9 +442,11 @@ def cmd_control(args: argparse.Namespace) -> int:
         end = schedule[i + 1][0] if i + 1 < len(schedule) else n
         settle = min(end, start + args.window)
         worst = float(err[settle:end].max()) if settle < end else float("nan")
+        within = _settled(err[start:end].tolist(), BAND)
         print(f"  target {100 * target:5.1f}%: window average at the end "
-              f"{100 * float(trace.window_average[end - 1]):5.1f}%, worst error after "
-              f"{settle - start} images {100 * worst:4.1f}%")  # fmt: skip
+              f"{100 * float(trace.window_average[end - 1]):5.1f}%, within {100 * BAND:g}% "
+              f"from {within} images after the change, worst error after {settle - start} "
+              f"images {100 * worst:4.1f}%")  # fmt: skip
     print(f"accuracy {100 * trace.accuracy:.2f}%, mean cost {100 * trace.mean_cost:.1f}%"
           f" of the full path; plot: {plot}")  # fmt: skip
     return 0
