@@ -221,3 +221,36 @@ def test_new_train_keys_are_checked():
     ]:
         with pytest.raises(ValueError, match=match):
             resolve_config(None, [bad])
+
+
+# -- slow and GPU paths (skipped on the CPU CI) -----------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("RAVIT_SLOW_TESTS"),
+    reason="torch.compile takes minutes on a 2-core CPU; set RAVIT_SLOW_TESTS=1",
+)
+def test_compiled_training_matches_eager(one_process, tmp_path):
+    fit(tmp_path / "compiled", resolve_config(None, SMALL + ["train.compile=true"]))
+    assert max_difference(weights(tmp_path / "compiled"), weights(one_process)) < TOLERANCE
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_with_bf16_autocast_and_accumulation(tmp_path):
+    gpu = ["train.device=cuda", "train.amp=bf16", "train.grad_accum=2", "data.workers=2"]
+    records = fit(tmp_path / "gpu", resolve_config(None, SMALL + gpu))
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in records)
+    state = weights(tmp_path / "gpu")
+    assert all(w.dtype == torch.float32 and w.device.type == "cpu" for w in state.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_nccl_processes_end_with_the_weights_of_one_gpu(tmp_path):
+    gpu = SMALL + ["train.device=cuda", "train.amp=off"]
+    fit(tmp_path / "one", resolve_config(None, gpu))
+    proc = torchrun(["train", "--out", str(tmp_path / "two"), "--no-progress", *gpu])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert max_difference(weights(tmp_path / "two"), weights(tmp_path / "one")) < 1e-3

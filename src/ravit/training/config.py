@@ -12,6 +12,7 @@ Unknown keys are rejected at every level, with the known keys named.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -127,6 +128,24 @@ AMP_MODES = ("auto", "off", "bf16", "fp16")
 SECTIONS = {"model": ModelSection, "data": DataSection, "train": TrainSection}
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false; yes/no/on/off stay strings (train.amp=off)."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: builds no objects
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -139,7 +158,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if not sep or not dot or not name:
         raise ValueError(f"override {text!r}: expected section.key=value, e.g. train.lr=3e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise ValueError(f"override {text!r}: the value is not valid YAML") from None
     return section, name, value
@@ -209,7 +228,7 @@ def resolve_config(
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"config file {path} is not valid YAML: {err}") from None
         _merge(layered, loaded, str(path))
