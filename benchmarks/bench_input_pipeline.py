@@ -98,11 +98,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--prefetch", type=int, default=2, help="batches each worker prepares ahead")
     p.add_argument("--device", default="cpu", help="where augmentation runs: cpu or cuda")
     p.add_argument("--folder", type=Path, help="reuse (or create) this image folder")
+    p.add_argument("--threads", type=int, help="torch threads of this process")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     workers = [int(w) for w in args.workers.split(",")]
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory(prefix="ravit-jpegs-") as tmp:
@@ -114,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{time.perf_counter() - start:.0f} s")  # fmt: skip
         data = load_data(f"imagefolder:{root}?size={args.size}&verify=0", "train")
         print(f"{len(data)} images, decoded to {args.size} px; batch {args.batch_size}; "
-              f"{available_cpus()} CPU cores; augment on {device}")  # fmt: skip
+              f"{available_cpus()} CPU cores, {torch.get_num_threads()} torch threads; "
+              f"augment on {device}")  # fmt: skip
         print(f"load average at the start: {os.getloadavg()[0]:.2f}")
         print(f"torch {torch.__version__}, Python {platform.python_version()}")
         print(f"{'workers':>7}  {'decode img/s':>12}  {'+ augment img/s':>15}  {'x row 1':>7}")

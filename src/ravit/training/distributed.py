@@ -38,8 +38,8 @@ import torch.distributed as dist
 from torch import nn
 
 T = TypeVar("T")
-# Random streams of one micro-batch (see `step_seed`).
-AUGMENT_STREAM, DROPOUT_STREAM = 1, 2
+# Random streams of one micro-batch, and of the data-loading workers (see `step_seed`).
+AUGMENT_STREAM, DROPOUT_STREAM, LOADER_STREAM = 1, 2, 3
 
 
 class PeerError(ValueError):

@@ -37,11 +37,12 @@ from ravit.training.config import RunConfig, build_model_config, resolve_config
 from ravit.training.distributed import (
     AUGMENT_STREAM,
     DROPOUT_STREAM,
+    LOADER_STREAM,
     DistContext,
     GlobalBatchSampler,
-    epoch_seed,
     step_seed,
 )
+from ravit.training.distributed import epoch_seed as epoch_seed  # defined here before
 from ravit.training.loss import exit_weights, multi_exit_loss
 from ravit.training.schedule import lr_at
 
@@ -199,7 +200,7 @@ def train_plan(p: Prepared) -> TrainPlan:
             workers = default_workers(p.train_data, p.dist.local_world_size)
         loader = batch_loader(
             p.train_data, sampler, workers=workers, pin_memory=p.device.type == "cuda",
-            prefetch=d.prefetch, seed=epoch_seed(t.seed, p.dist.rank, 3),
+            prefetch=d.prefetch, seed=step_seed(t.seed, 0, 0, p.dist.rank, LOADER_STREAM),
         )  # fmt: skip
         engine = distributed.wrap_model(p.model, p.dist, p.device, compile=t.compile)
         p.plan = TrainPlan(sampler, loader, engine, workers)
@@ -323,17 +324,13 @@ def validate(p: Prepared, transform: Callable, *, progress: bool = False) -> dic
         + [(lg.argmax(-1) == y).sum().item() for lg in res.logits],
         dtype=torch.float64,
     )
-    sums = distributed.all_reduce_sum(sums.to(_comm_device(p)), p.dist).cpu()
+    if p.dist.is_distributed:  # on the device: NCCL reduces CUDA tensors, Gloo CPU ones
+        sums = distributed.all_reduce_sum(sums.to(p.device), p.dist).cpu()
     n, e = sums[0].item(), len(res.logits)
     return {
         "val_loss_exits": (sums[1 : e + 1] / n).tolist(),
         "val_acc_exits": (sums[e + 1 :] / n).tolist(),
     }
-
-
-def _comm_device(p: Prepared) -> torch.device:
-    """Where a tensor to all-reduce lives: on the GPU under NCCL, else the CPU (Gloo)."""
-    return p.device if p.dist.is_distributed and p.device.type == "cuda" else torch.device("cpu")
 
 
 def checkpoint_state(p: Prepared, epoch: int) -> dict[str, Any]:
