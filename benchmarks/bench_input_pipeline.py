@@ -67,6 +67,16 @@ def write_jpegs(root: Path, count: int, seed: int = 0) -> float:
     return total / count / 1024
 
 
+def decode_cpu_seconds(data, count: int = 100) -> float:
+    """CPU seconds to decode one image in this process: unlike wall time, the load leaves it."""
+    paths = data.paths[:count]
+    data._decode(paths[0])  # warm the caches
+    start = time.process_time()
+    for path in paths:
+        data._decode(path)
+    return (time.process_time() - start) / len(paths)
+
+
 def one_epoch(data, workers: int, args: argparse.Namespace, device: torch.device, augment: bool):
     """Images/s over one epoch, counted from the second batch on."""
     sampler = GlobalBatchSampler(len(data), args.batch_size, seed=0)
@@ -120,6 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{available_cpus()} CPU cores, {torch.get_num_threads()} torch threads; "
               f"augment on {device}")  # fmt: skip
         print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+        cost = decode_cpu_seconds(data)
+        print(f"decode + resize + crop of one image: {1e3 * cost:.1f} ms of CPU time "
+              f"({1 / cost:.0f} images per CPU-second)")  # fmt: skip
         print(f"torch {torch.__version__}, Python {platform.python_version()}")
         print(f"{'workers':>7}  {'decode img/s':>12}  {'+ augment img/s':>15}  {'x row 1':>7}")
         base = None
