@@ -62,3 +62,14 @@ def test_warmup_then_cosine():
     assert lr_at(10, **kw) == pytest.approx(1.0)
     assert lr_at(55, **kw) == pytest.approx(0.5)
     assert lr_at(100, **kw) == pytest.approx(0.0)
+
+
+def test_on_off_yes_no_stay_strings_as_in_yaml_1_2(tmp_path):
+    assert parse_override("train.amp=off")[2] == "off"
+    assert parse_override("train.compile=true")[2] is True
+    f = tmp_path / "run.yaml"
+    f.write_text("train: {amp: off, compile: false}\n")
+    cfg = resolve_config(f)
+    assert (cfg.train.amp, cfg.train.compile) == ("off", False)
+    with pytest.raises(ValueError, match="compile='yes' is not a valid bool"):
+        resolve_config(None, ["train.compile=yes"])

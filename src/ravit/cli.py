@@ -173,6 +173,9 @@ TRAIN_FLAGS = {  # flag dest -> config key (flags are shorthands for key=value)
     "train_size": "data.train_size",
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
+    "grad_accum": "train.grad_accum",
+    "compile": "train.compile",
+    "workers": "data.workers",
     "lr": "train.lr",
     "seed": "train.seed",
     "device": "train.device",
@@ -204,24 +207,36 @@ def _print_epoch(record: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Alone, or in every process of a torchrun launch: only rank 0 prints."""
+    from ravit.training.distributed import PeerError, is_main_process
+
+    main_process = is_main_process()
+    try:
+        done = _train(args, progress=main_process and not args.no_progress and sys.stderr.isatty(),
+                      on_epoch=_print_epoch if main_process else None)  # fmt: skip
+    except PeerError:
+        return EXIT_USAGE  # another process failed; rank 0 reports why
+    if main_process:
+        print(done)
+    return 0
+
+
+def _train(args: argparse.Namespace, *, progress: bool, on_epoch: Callable | None) -> str:
     from ravit.training import fit, resolve_config
 
-    progress = not args.no_progress and sys.stderr.isatty()
     if args.resume:
         flags = _flag_updates(args)
         if set(flags) - {"train"} or args.config:
             raise UsageError("ravit train --resume RUN: only train settings may change on resume")
         overrides = [f"train.{k}={v}" for k, v in flags.get("train", {}).items()]
         fit(args.resume, resume=True, overrides=overrides + args.overrides, progress=progress,
-            on_epoch=_print_epoch)  # fmt: skip
-        print(f"resumed and finished: {args.resume}")
-        return 0
+            on_epoch=on_epoch)  # fmt: skip
+        return f"resumed and finished: {args.resume}"
     if not args.out:
         raise UsageError("ravit train: give --out RUN (a new folder) or --resume RUN")
     cfg = resolve_config(args.config, args.overrides, flags=_flag_updates(args))
-    fit(args.out, cfg, progress=progress, on_epoch=_print_epoch)
-    print(f"run saved in {args.out} (checkpoint.pt, metrics.jsonl, config.yaml)")
-    return 0
+    fit(args.out, cfg, progress=progress, on_epoch=on_epoch)
+    return f"run saved in {args.out} (checkpoint.pt, metrics.jsonl, config.yaml)"
 
 
 # -- eval ---------------------------------------------------------------------
@@ -650,11 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-size", type=float, help="train on a seeded subset: count or fraction (default all)"
     )
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch of one step, all processes")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per step (default 1)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    p.add_argument("--workers", type=int, help="data-loading processes (default: auto)")
     p.add_argument("--out", help="new run folder")
     p.add_argument("--resume", metavar="RUN", help="continue the run in RUN")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -12,6 +12,7 @@ Unknown keys are rejected at every level, with the known keys named.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,13 +48,23 @@ class DataSection:
     train_size: float | None = None
     augment: str | None = None  # the data set's default when None
     eval_batch_size: int = 512
+    # DataLoader worker processes decoding image files (file-backed data only;
+    # None: one per CPU core of this process's share, at most 8, see docs/distributed.md).
+    workers: int | None = None
+    prefetch: int = 2  # batches each worker decodes ahead
 
 
 @dataclass
 class TrainSection:
     epochs: int = 10
+    # The global batch of one optimiser step, over all processes and accumulation
+    # steps: each process runs batch_size / (world size x grad_accum) images at once.
     batch_size: int = 256
+    grad_accum: int = 1  # micro-batches accumulated per optimiser step (per process)
     lr: float = 1e-3
+    # Linear LR scaling: when set, lr is the rate for a batch of this many images
+    # and the run uses lr x batch_size / lr_base_batch (None: lr as given).
+    lr_base_batch: int | None = None
     min_lr: float = 1e-5
     warmup_epochs: float = 1.0
     weight_decay: float = 0.05
@@ -65,6 +76,13 @@ class TrainSection:
     amp: str = "auto"  # auto | off | bf16 | fp16
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    compile: bool = False  # torch.compile the model for training
+
+    def peak_lr(self) -> float:
+        """The learning rate after warm-up: lr, linearly scaled when lr_base_batch is set."""
+        if self.lr_base_batch is None:
+            return self.lr
+        return self.lr * self.batch_size / self.lr_base_batch
 
 
 @dataclass
@@ -81,13 +99,22 @@ class RunConfig:
         _check(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
         _check(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
         _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
-        _check(0 <= t.min_lr <= t.lr, f"train.min_lr must be in [0, lr], got {t.min_lr}")
+        _check(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
+        base = t.lr_base_batch
+        _check(base is None or base >= 1, f"train.lr_base_batch must be >= 1 (or null), got {base}")
+        _check(
+            0 <= t.min_lr <= t.peak_lr(),
+            f"train.min_lr must be in [0, lr], got {t.min_lr} with lr {t.peak_lr():g}",
+        )
         _check(t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}")
         _check(0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
         _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0, got {t.grad_clip}")
         _check(len(t.betas) == 2, f"train.betas must hold two numbers, got {t.betas}")
         _check(t.amp in AMP_MODES, f"train.amp must be one of {AMP_MODES}, got {t.amp!r}")
         _check(self.data.val_size >= 0, f"data.val_size must be >= 0, got {self.data.val_size}")
+        d = self.data
+        _check(d.workers is None or d.workers >= 0, f"data.workers must be >= 0, got {d.workers}")
+        _check(d.prefetch >= 1, f"data.prefetch must be >= 1, got {d.prefetch}")
         ts = self.data.train_size
         _check(ts is None or ts > 0, f"data.train_size must be > 0 (or null), got {ts}")
         if t.exit_weights is not None:
@@ -99,6 +126,24 @@ class RunConfig:
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 SECTIONS = {"model": ModelSection, "data": DataSection, "train": TrainSection}
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false; yes/no/on/off stay strings (train.amp=off)."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: builds no objects
 
 
 def _check(ok: bool, message: str) -> None:
@@ -113,7 +158,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if not sep or not dot or not name:
         raise ValueError(f"override {text!r}: expected section.key=value, e.g. train.lr=3e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         raise ValueError(f"override {text!r}: the value is not valid YAML") from None
     return section, name, value
@@ -183,7 +228,7 @@ def resolve_config(
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"config file {path} is not valid YAML: {err}") from None
         _merge(layered, loaded, str(path))

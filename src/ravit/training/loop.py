@@ -1,10 +1,14 @@
 """The training loop: AdamW, warm-up + cosine, weighted exit losses, exact resume.
 
 Exact resume: everything random in an epoch (the shuffle, the augmentation,
-dropout) is seeded from (seed, epoch), and the learning rate is a pure
+dropout) is seeded from (seed, epoch, step), and the learning rate is a pure
 function of the global step. A checkpoint at the end of every epoch holds the
 model, the optimiser and the epoch count, so a run resumed from it ends with
 the same weights as an uninterrupted run (same device, same seed).
+
+The same loop runs alone or in every process of a torchrun launch (data
+parallel, DDP); `ravit.training.distributed` says how a global batch is
+shared out. Only rank 0 writes the run folder and logs.
 """
 
 from __future__ import annotations
@@ -13,24 +17,46 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ravit.checkpoint import load_checkpoint, model_from_state, save_checkpoint
 from ravit.config import ModelConfig
 from ravit.data import load_data, make_transform, train_val_split
+from ravit.data.loader import batch_loader, default_workers
 from ravit.evaluation import collect_logits
 from ravit.models import RAViT
+from ravit.training import distributed
 from ravit.training import run as runfs
 from ravit.training.config import RunConfig, build_model_config, resolve_config
+from ravit.training.distributed import (
+    AUGMENT_STREAM,
+    DROPOUT_STREAM,
+    LOADER_STREAM,
+    DistContext,
+    GlobalBatchSampler,
+    step_seed,
+)
+from ravit.training.distributed import epoch_seed as epoch_seed  # defined here before
 from ravit.training.loss import exit_weights, multi_exit_loss
 from ravit.training.schedule import lr_at
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainPlan:
+    """How a prepared run is fed and stepped, built once (see `train_plan`)."""
+
+    sampler: GlobalBatchSampler  # this process's micro-batches, epoch by epoch
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]]  # their uint8 images and labels
+    engine: torch.nn.Module  # the model as the step calls it: compiled and/or in DDP
+    workers: int  # data-loading worker processes (0: in this process)
 
 
 @dataclass
@@ -45,6 +71,8 @@ class Prepared:
     optimizer: torch.optim.Optimizer
     device: torch.device
     val_indices: list[int]
+    dist: DistContext = field(default_factory=DistContext)  # this process in its group
+    plan: TrainPlan | None = None  # built on the first epoch
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -74,10 +102,6 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    return (seed * 1_000_003 + epoch * 101 + stream) % (2**63)
-
-
 def data_info(data, spec: str) -> dict:
     return {
         "spec": spec,
@@ -91,8 +115,14 @@ def data_info(data, spec: str) -> dict:
     }
 
 
-def prepare(cfg: RunConfig, val_indices: list[int] | None = None) -> Prepared:
-    device = select_device(cfg.train.device)
+def prepare(
+    cfg: RunConfig, val_indices: list[int] | None = None, *, dist: DistContext | None = None
+) -> Prepared:
+    dist = dist or DistContext()
+    if dist.is_distributed:
+        device = distributed.process_device(cfg.train.device, dist)
+    else:
+        device = select_device(cfg.train.device)
     full = load_data(cfg.data.spec, "train")
     if val_indices is None:
         val = cfg.data.val_size  # >= 1: a count of images; below 1: a fraction
@@ -111,7 +141,9 @@ def prepare(cfg: RunConfig, val_indices: list[int] | None = None) -> Prepared:
     model = RAViT(model_cfg).to(device)
     optimizer = make_optimizer(model, cfg)
     info = data_info(full, cfg.data.spec)
-    return Prepared(cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist())
+    return Prepared(
+        cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist(), dist
+    )
 
 
 def keep_train_subset(train_idx: torch.Tensor, size: float | None, seed: int) -> torch.Tensor:
@@ -137,7 +169,7 @@ def make_optimizer(model: RAViT, cfg: RunConfig) -> torch.optim.Optimizer:
         {"params": decay, "weight_decay": cfg.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas))
+    return torch.optim.AdamW(groups, lr=cfg.train.peak_lr(), betas=tuple(cfg.train.betas))
 
 
 def transforms_for(p: Prepared) -> tuple[Callable, Callable]:
@@ -152,77 +184,153 @@ def transforms_for(p: Prepared) -> tuple[Callable, Callable]:
     )
 
 
+def train_plan(p: Prepared) -> TrainPlan:
+    """The sampler, loader and stepped module of `p`, built on first use and then kept.
+
+    Kept so that the loader's worker processes live from epoch to epoch.
+    """
+    if p.plan is None:
+        t, d = p.cfg.train, p.cfg.data
+        sampler = GlobalBatchSampler(
+            len(p.train_data), t.batch_size, seed=t.seed, world_size=p.dist.world_size,
+            rank=p.dist.rank, grad_accum=t.grad_accum,
+        )  # fmt: skip
+        workers = d.workers
+        if workers is None:
+            workers = default_workers(p.train_data, p.dist.local_world_size)
+        loader = batch_loader(
+            p.train_data, sampler, workers=workers, pin_memory=p.device.type == "cuda",
+            prefetch=d.prefetch, seed=step_seed(t.seed, 0, 0, p.dist.rank, LOADER_STREAM),
+        )  # fmt: skip
+        engine = distributed.wrap_model(p.model, p.dist, p.device, compile=t.compile)
+        p.plan = TrainPlan(sampler, loader, engine, workers)
+    return p.plan
+
+
 def train_epoch(
     p: Prepared, epoch: int, transform: Callable, *, progress: bool = False
 ) -> dict[str, Any]:
-    """One pass over the training data; returns the epoch's training metrics."""
+    """One pass over the training data; returns the epoch's metrics over all processes."""
     from tqdm import tqdm
 
-    t = p.cfg.train
-    model, opt = p.model, p.optimizer
-    n = len(p.train_data)
-    steps = math.ceil(n / t.batch_size)
+    t, plan = p.cfg.train, train_plan(p)
+    sampler = plan.sampler
+    sampler.set_epoch(epoch)
+    steps, opt = sampler.steps_per_epoch, p.optimizer
     total_steps, warmup = steps * t.epochs, round(steps * t.warmup_epochs)
-    weights = exit_weights(t.exit_weights, model.num_exits)
     amp = autocast_dtype(t.amp, p.device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(t.seed, epoch, 0)))
-    aug_gen = torch.Generator().manual_seed(epoch_seed(t.seed, epoch, 1))
-    torch.manual_seed(epoch_seed(t.seed, epoch, 2))  # dropout
-    model.train()
-    sums = torch.zeros(2 * model.num_exits + 1, dtype=torch.float64)
-    start, seen = time.perf_counter(), 0
-    bar = tqdm(order.split(t.batch_size), desc=f"epoch {epoch + 1}/{t.epochs}",
-               disable=not progress, leave=False, unit="batch")  # fmt: skip
-    for i, idx in enumerate(bar):
-        lr = lr_at(epoch * steps + i, total_steps=total_steps, warmup_steps=warmup,
-                   lr=t.lr, min_lr=t.min_lr)  # fmt: skip
+    p.model.train()
+    # images seen, total loss, each exit's loss, each exit's correct answers (sums)
+    sums = torch.zeros(2 * p.model.num_exits + 2, dtype=_sum_dtype(p.device), device=p.device)
+    batches = iter(plan.loader)
+    bar = tqdm(total=sampler.steps_run, desc=f"epoch {epoch + 1}/{t.epochs}",
+               disable=not (progress and p.dist.is_main), leave=False, unit="batch")  # fmt: skip
+    start = time.perf_counter()
+    for step in range(sampler.steps_run):
+        lr = lr_at(epoch * steps + step, total_steps=total_steps, warmup_steps=warmup,
+                   lr=t.peak_lr(), min_lr=t.min_lr)  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = lr
-        images, labels = p.train_data.get_batch(idx)
-        x = transform(images.to(p.device, non_blocking=True), aug_gen)
-        y = labels.to(p.device, non_blocking=True)
-        ctx = torch.autocast(p.device.type, dtype=amp) if amp else contextlib.nullcontext()
-        with ctx:
-            logits = model(x).logits
-        loss, per_exit = multi_exit_loss(logits, y, weights, t.label_smoothing)
-        if not torch.isfinite(loss):
+        loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler)
+        if not math.isfinite(loss):
             raise FloatingPointError(
-                f"epoch {epoch + 1}, step {i}: the loss is {loss.item()}; lower train.lr "
+                f"epoch {epoch + 1}, step {step}: the loss is {loss}; lower train.lr "
                 f"(now {t.lr}) or enable train.grad_clip"
             )
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
         if t.grad_clip > 0:
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            torch.nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip)
         scaler.step(opt)
         scaler.update()
-        b = len(idx)
-        seen += b
-        with torch.no_grad():
-            correct = [(lg.argmax(-1) == y).sum().item() for lg in logits]
-        sums += torch.tensor([loss.item() * b] + [lo.item() * b for lo in per_exit] + correct,
-                             dtype=torch.float64)  # fmt: skip
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-    elapsed = time.perf_counter() - start
-    e = model.num_exits
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+    bar.close()
+    totals = distributed.all_reduce_sum(sums, p.dist).double().cpu()
+    elapsed, seen, e = time.perf_counter() - start, totals[0].item(), p.model.num_exits
     return {
-        "train_loss": sums[0].item() / seen,
-        "train_loss_exits": (sums[1 : e + 1] / seen).tolist(),
-        "train_acc_exits": (sums[e + 1 :] / seen).tolist(),
+        "train_loss": totals[1].item() / seen,
+        "train_loss_exits": (totals[2 : e + 2] / seen).tolist(),
+        "train_acc_exits": (totals[e + 2 :] / seen).tolist(),
         "lr": lr,
         "images_per_s": seen / elapsed,
         "epoch_seconds": elapsed,
     }
 
 
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+
+
+def _accumulate(
+    p: Prepared,
+    plan: TrainPlan,
+    batches: Iterable,
+    at: tuple[int, int],
+    transform: Callable,
+    sums: torch.Tensor,
+    amp: torch.dtype | None,
+    scaler: torch.amp.GradScaler,
+) -> float:
+    """Forward and backward of this process's micro-batches of global batch `at` (epoch, step).
+
+    Adds their metrics to `sums`; returns the global batch's mean loss, the
+    same on every process (so that all of them agree to stop on a NaN).
+    """
+    (epoch, step), t = at, p.cfg.train
+    size = plan.sampler.step_size(step)  # images in the global batch, all processes
+    weights = exit_weights(t.exit_weights, p.model.num_exits)
+    step_loss = torch.zeros((), dtype=sums.dtype, device=p.device)
+    p.optimizer.zero_grad(set_to_none=True)
+    for micro in range(t.grad_accum):
+        images, labels = next(batches)
+        piece = plan.sampler.piece(micro)
+        aug = torch.Generator().manual_seed(step_seed(t.seed, epoch, step, piece, AUGMENT_STREAM))
+        torch.manual_seed(step_seed(t.seed, epoch, step, piece, DROPOUT_STREAM))
+        x = transform(images.to(p.device, non_blocking=True), aug)
+        y = labels.to(p.device, non_blocking=True)
+        b = len(y)
+        ctx = torch.autocast(p.device.type, dtype=amp) if amp else contextlib.nullcontext()
+        with distributed.gradient_sync(plan.engine, micro == t.grad_accum - 1):
+            with ctx:
+                logits = plan.engine(x).logits
+            loss, per_exit = multi_exit_loss(logits, y, weights, t.label_smoothing)
+            # This piece's share of the global batch, times the number of processes
+            # because DDP averages the gradients over them: the sum is the global mean.
+            scaler.scale(loss * (b * p.dist.world_size / size)).backward()
+        with torch.no_grad():
+            correct = torch.stack([(lg.argmax(-1) == y).sum() for lg in logits])
+            losses = torch.stack([loss, *per_exit]).to(sums.dtype) * b
+            sums[0] += b
+            sums[1:] += torch.cat([losses, correct.to(sums.dtype)])
+            step_loss += losses[0]
+    return distributed.all_reduce_sum(step_loss, p.dist).item() / size
+
+
 def validate(p: Prepared, transform: Callable, *, progress: bool = False) -> dict[str, Any]:
+    """Validation loss and accuracy per exit; the processes of a group share the images."""
     if p.val_data is None:
         return {}
-    res = collect_logits(p.model, p.val_data, transform, batch_size=p.cfg.data.eval_batch_size,
-                         device=p.device, progress=progress, desc="val")  # fmt: skip
-    return {"val_loss_exits": res.loss(), "val_acc_exits": res.accuracy()}
+    data = p.val_data
+    if p.dist.is_distributed:
+        data = data.subset(torch.arange(len(data)).tensor_split(p.dist.world_size)[p.dist.rank])
+    res = collect_logits(p.model, data, transform, batch_size=p.cfg.data.eval_batch_size,
+                         device=p.device, progress=progress and p.dist.is_main,
+                         desc="val")  # fmt: skip
+    y = res.labels
+    sums = torch.tensor(
+        [float(len(y))]
+        + [F.cross_entropy(lg.float(), y, reduction="sum").item() for lg in res.logits]
+        + [(lg.argmax(-1) == y).sum().item() for lg in res.logits],
+        dtype=torch.float64,
+    )
+    if p.dist.is_distributed:  # on the device: NCCL reduces CUDA tensors, Gloo CPU ones
+        sums = distributed.all_reduce_sum(sums.to(p.device), p.dist).cpu()
+    n, e = sums[0].item(), len(res.logits)
+    return {
+        "val_loss_exits": (sums[1 : e + 1] / n).tolist(),
+        "val_acc_exits": (sums[e + 1 :] / n).tolist(),
+    }
 
 
 def checkpoint_state(p: Prepared, epoch: int) -> dict[str, Any]:
@@ -234,15 +342,20 @@ def checkpoint_state(p: Prepared, epoch: int) -> dict[str, Any]:
     }
 
 
-def _start_new(run: Path, cfg: RunConfig) -> Prepared:
-    if (run / runfs.CONFIG).exists() or (run / runfs.CHECKPOINT).exists():
+def _start_new(run: Path, cfg: RunConfig, dist: DistContext | None = None) -> Prepared:
+    """Prepare a new run; rank 0 checks that `run` is new and writes its first files."""
+    dist = dist or DistContext()
+    if dist.is_main and ((run / runfs.CONFIG).exists() or (run / runfs.CHECKPOINT).exists()):
         raise ValueError(
             f"{run} already holds a run: resume it with --resume {run}, or choose another --out"
         )
-    p = prepare(cfg)
+    p = prepare(cfg, dist=dist)
+    if not dist.is_main:
+        return p
     run.mkdir(parents=True, exist_ok=True)
     runfs.write_config(run, cfg.to_dict(), p.model.cfg.to_dict())
-    runfs.write_json(run / runfs.ENV, runfs.environment(str(p.device)))
+    env = runfs.environment(str(p.device))
+    runfs.write_json(run / runfs.ENV, {**env, "world_size": dist.world_size})
     runfs.write_json(
         run / runfs.SPLIT,
         {"seed": cfg.train.seed, "val_size": len(p.val_indices), "val_indices": p.val_indices},
@@ -250,11 +363,15 @@ def _start_new(run: Path, cfg: RunConfig) -> Prepared:
     return p
 
 
-def _resume(run: Path, overrides: list[str]) -> tuple[Prepared, int]:
+def _resume(
+    run: Path, overrides: list[str], dist: DistContext | None = None
+) -> tuple[Prepared, int]:
+    """Every rank reads the run folder (shared by all nodes); rank 0 trims its metrics."""
+    dist = dist or DistContext()
     sections, saved_model = runfs.read_config(run)
     cfg = resolve_config(overrides=overrides, base=sections)
     split = runfs.read_json(run / runfs.SPLIT)
-    p = prepare(cfg, val_indices=split["val_indices"])
+    p = prepare(cfg, val_indices=split["val_indices"], dist=dist)
     if p.model.cfg != ModelConfig.from_dict(saved_model):
         raise ValueError(f"{run}: the overrides change the model; only train settings may change")
     ckpt = run / runfs.CHECKPOINT
@@ -269,8 +386,18 @@ def _resume(run: Path, overrides: list[str]) -> tuple[Prepared, int]:
         )
     p.model.load_state_dict(model.state_dict())
     p.optimizer.load_state_dict(state["optimizer"])
-    runfs.truncate_metrics(run, state["epoch"])
+    if dist.is_main:
+        runfs.truncate_metrics(run, state["epoch"])
     return p, int(state["epoch"])
+
+
+def _open(
+    run: Path, cfg: RunConfig | None, resume: bool, overrides: list[str], dist: DistContext
+) -> tuple[Prepared, int]:
+    """The prepared run and the epoch to start from."""
+    if resume:
+        return _resume(run, overrides, dist)
+    return _start_new(run, cfg or resolve_config(overrides=overrides), dist), 0
 
 
 def fit(
@@ -282,20 +409,29 @@ def fit(
     progress: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Train a new run into `run_dir`, or resume the run there; returns all epoch records."""
+    """Train a new run into `run_dir`, or resume the run there; returns all epoch records.
+
+    Under torchrun every process calls fit with the same arguments: they
+    train together, rank 0 writes the run folder, and every rank gets the
+    records and calls `on_epoch`. An error in setting up on any rank (a bad
+    config, an existing run folder) is raised on all of them.
+    """
     run = Path(run_dir)
-    if resume:
-        p, start = _resume(run, list(overrides or []))
-    else:
-        p, start = _start_new(run, cfg or resolve_config(overrides=overrides or [])), 0
-    train_tf, eval_tf = transforms_for(p)
-    log.info("training %s on %s from epoch %d", p.model.cfg.layers, p.device, start + 1)
-    for epoch in range(start, p.cfg.train.epochs):
-        record = {"epoch": epoch + 1, **train_epoch(p, epoch, train_tf, progress=progress)}
-        record.update(validate(p, eval_tf, progress=progress))
-        # Metrics first: a kill between the two leaves a record that resume drops.
-        runfs.append_metrics(run, record)
-        save_checkpoint(run / runfs.CHECKPOINT, p.model, **checkpoint_state(p, epoch + 1))
-        if on_epoch:
-            on_epoch(record)
-    return runfs.read_metrics(run)
+    with distributed.process_group() as dist:
+        args = (run, cfg, resume, list(overrides or []), dist)
+        p, start = distributed.agree(dist, lambda: _open(*args))
+        train_tf, eval_tf = transforms_for(p)
+        if dist.is_main:
+            log.info("training %s on %s (%d processes) from epoch %d",
+                     p.model.cfg.layers, p.device, dist.world_size, start + 1)  # fmt: skip
+        for epoch in range(start, p.cfg.train.epochs):
+            record = {"epoch": epoch + 1, **train_epoch(p, epoch, train_tf, progress=progress)}
+            record.update(validate(p, eval_tf, progress=progress))
+            record["world_size"] = dist.world_size
+            if dist.is_main:
+                # Metrics first: a kill between the two leaves a record that resume drops.
+                runfs.append_metrics(run, record)
+                save_checkpoint(run / runfs.CHECKPOINT, p.model, **checkpoint_state(p, epoch + 1))
+            if on_epoch:
+                on_epoch(record)
+        return distributed.broadcast_object(runfs.read_metrics(run) if dist.is_main else None, dist)
