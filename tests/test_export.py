@@ -334,6 +334,21 @@ def test_export_and_onnx_predict_bad_input(run, exported, tmp_path, capsys, argv
     assert not (tmp_path / "o").exists()
 
 
+def test_broken_export_folder_is_one_line_error(exported, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    (copy / "exit2.onnx").write_bytes(b"not a graph")
+    Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
+    assert main(["predict", str(copy), str(tmp_path / "x.png"), "--backend", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exit2.onnx: not a loadable ONNX graph" in err
+    (copy / "exit2.onnx").unlink()
+    assert main(["predict", str(copy), str(tmp_path / "x.png"), "--backend", "onnx"]) == 2
+    assert "exit2.onnx is missing" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("RAVIT_SLOW"), reason="about 30 s: RAVIT_SLOW=1 runs it")
 def test_dynamo_exporter(run, tmp_path):

@@ -98,8 +98,14 @@ def _check(data: dict, path: Path) -> None:
     if missing:
         raise ValueError(f"{path} lacks {missing}")
     model, exits = data["model"], data["exits"]
+    if not isinstance(model, dict) or not isinstance(data["preprocess"], dict):
+        raise ValueError(f"{path}: 'model' and 'preprocess' must be objects")
     fields = set(ExitGraph.__dataclass_fields__)
-    if not exits or any(not isinstance(e, dict) or fields - set(e) for e in exits):
+    if (
+        not isinstance(exits, list)
+        or not exits
+        or any(not isinstance(e, dict) or fields - set(e) for e in exits)
+    ):
         raise ValueError(f"{path}: 'exits' must list one entry per exit with {sorted(fields)}")
     if len(data["classes"]) != model.get("num_classes"):
         raise ValueError(

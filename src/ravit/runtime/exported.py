@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ravit.errors import describe_error
 from ravit.exits.budget import BudgetController, ControlTable
 from ravit.exits.rule import (
     EXIT_SCORES_NP,
@@ -114,15 +115,19 @@ class OnnxRAViT:
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1  # one graph at a time: no parallel branches to run
         providers = list(providers) if providers else ["CPUExecutionProvider"]
-        self._sessions = [
-            ort.InferenceSession(str(self.folder / e.graph), options, providers=providers)
-            for e in self.exits
-        ]
+        self._sessions = [self._session(ort, e.graph, options, providers) for e in self.exits]
         self._resize = [self._resize_pair(e.resolution) for e in self.exits]
         self._cls = np.asarray(self.manifest["initial_cls"], dtype=np.float32)[None]  # (1, D)
         pre = self.manifest["preprocess"]
         self._mean = np.asarray(pre["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
         self._std = np.asarray(pre["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+
+    def _session(self, ort, graph: str, options, providers: list[str]):
+        path = self.folder / graph
+        try:
+            return ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # onnxruntime raises its own types for a bad file
+            raise ValueError(f"{path}: not a loadable ONNX graph ({describe_error(err)})") from None
 
     def _resize_pair(self, size: int) -> tuple[np.ndarray, np.ndarray] | None:
         if size == self.image_size:
@@ -178,6 +183,14 @@ class OnnxRAViT:
             shape = x.shape if isinstance(x, np.ndarray) else type(x).__name__
             raise ValueError(f"expected an image batch of shape (B, {c}, {s}, {s}), got {shape}")
 
+    def _images(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float images as float32, checked: uint8 ones need `preprocess` first."""
+        if not isinstance(x, np.ndarray) or not np.issubdtype(x.dtype, np.floating):
+            kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+            raise TypeError(f"expected normalised float images, got {kind}: use preprocess()")
+        self._check(x)
+        return x.astype(np.float32, copy=False)
+
     def resize(self, x: np.ndarray, e: int) -> np.ndarray:
         """Full-size images (B, C, S, S) -> exit e's resolution (B, C, r, r)."""
         pair = self._resize[e]
@@ -203,8 +216,7 @@ class OnnxRAViT:
 
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Every exit's logits on float32 images (the full path, no early exit)."""
-        x = np.asarray(x, dtype=np.float32)
-        self._check(x)
+        x = self._images(x)
         cls = self.initial_cls(x.shape[0])
         logits = []
         for e in range(self.num_exits):
@@ -219,8 +231,7 @@ class OnnxRAViT:
         policy: str = "entropy",
     ) -> OnnxEarlyExitOutput:
         """`RAViT.early_exit` on onnxruntime: an image leaves exit i when score_i < tau_i."""
-        x = np.asarray(x, dtype=np.float32)
-        self._check(x)
+        x = self._images(x)
         taus = normalize_thresholds(thresholds, self.num_exits)
         score_fn = EXIT_SCORES_NP[check_policy(policy)]
         n, last = x.shape[0], self.num_exits - 1
