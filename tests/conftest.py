@@ -18,7 +18,7 @@ def _seed_and_threads():
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # a path: module-scoped fixtures may use it too
 def data_root() -> Path:
     if not DATA_ROOT.is_dir():
         pytest.skip(f"shared data not found at {DATA_ROOT} (set RAVIT_DATA)")

@@ -3,28 +3,22 @@
 A multi-branch ViT that classifies an image coarse to fine, one resolution
 per branch, hands the CLS token from branch to branch, and stops at the first
 early exit whose prediction is confident enough.
+
+The names below are imported on first use (`ravit._lazy`): `import ravit`
+does not import torch, so that the exported-model runtime
+(`ravit.runtime.exported`) imports on a device without it.
 """
 
-from ravit.checkpoint import load_model, save_checkpoint
-from ravit.config import PRESETS, BranchConfig, ModelConfig, model_config, parse_layers
-from ravit.cost import ModelCost, format_flops, layer_macs, model_cost
-from ravit.models import EarlyExitOutput, RAViT, RAViTOutput
+from ravit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
-    "BranchConfig",
-    "EarlyExitOutput",
-    "ModelConfig",
-    "ModelCost",
-    "RAViT",
-    "RAViTOutput",
-    "format_flops",
-    "layer_macs",
-    "load_model",
-    "model_config",
-    "model_cost",
-    "parse_layers",
-    "save_checkpoint",
-]
+__all__ = lazy_exports(
+    __name__,
+    {
+        "checkpoint": ["load_model", "save_checkpoint"],
+        "config": ["PRESETS", "BranchConfig", "ModelConfig", "model_config", "parse_layers"],
+        "cost": ["ModelCost", "format_flops", "layer_macs", "model_cost"],
+        "models": ["EarlyExitOutput", "RAViT", "RAViTOutput"],
+    },
+)

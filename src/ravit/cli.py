@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from ravit.config import PRESETS, ModelConfig, model_config
 from ravit.cost import format_flops, model_cost
+from ravit.export.command import add_export_parser
 
 EXIT_USAGE = 2
 POLICY_CHOICES = ["entropy", "normalized-entropy", "confidence"]
@@ -491,15 +492,20 @@ def _predict_thresholds(args: argparse.Namespace, model, device) -> tuple[object
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ravit.evaluation import load_run_model
-    from ravit.runtime import predict
-    from ravit.training import select_device
+    if args.backend == "onnx":  # RUN is an export folder; no torch
+        from ravit.export.command import onnx_predictions
 
-    device = select_device(args.device)
-    model, state = load_run_model(args.run, device)
-    taus, policy, source = _predict_thresholds(args, model, device)
-    results = predict(model, state["data"], args.paths, taus, policy,
-                      batch_size=args.batch_size, device=device)  # fmt: skip
+        results, policy, source = onnx_predictions(args)
+    else:
+        from ravit.evaluation import load_run_model
+        from ravit.runtime import predict
+        from ravit.training import select_device
+
+        device = select_device(args.device)
+        model, state = load_run_model(args.run, device)
+        taus, policy, source = _predict_thresholds(args, model, device)
+        results = predict(model, state["data"], args.paths, taus, policy,
+                          batch_size=args.batch_size, device=device)  # fmt: skip
     failed = answered = 0
     if not args.json:
         print(f"# thresholds: {source}; policy {policy}", flush=True)
@@ -717,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_control)
 
     p = sub.add_parser("predict", help="classify image files with early exit")
-    p.add_argument("run", help="run folder")
+    p.add_argument("run", help="run folder (--backend onnx: an export folder, ravit export)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--thresholds", type=_float_list, help="per-exit thresholds, e.g. 0.5")
@@ -726,7 +732,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: the exported graphs on onnxruntime (docs/deploy.md)")  # fmt: skip
     p.set_defaults(func=cmd_predict)
+
+    add_export_parser(sub)
 
     p = sub.add_parser("demo", help="train a small RAViT and a ViT on digits, show the trade-off")
     p.add_argument("--out", help="folder for the two runs (default runs/demo-TIMESTAMP)")

@@ -16,15 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ravit.errors import describe_error  # also imported from here by the data readers
+
 # Decoding errors Pillow raises for a file that is not a (complete) image.
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 AUGMENTATIONS = ("crop-flip", "crop", "rrc-flip", "none")
-
-
-def describe_error(err: BaseException) -> str:
-    """ "Type: first line of the message", to keep error messages on one line."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 class ImageDataset:

@@ -1,41 +1,21 @@
-"""The early-exit decision: pure functions on logits, outside the model."""
+"""The early-exit decision: pure functions on logits, outside the model.
 
-from ravit.exits.calibration import Calibration, calibrate_budget, calibrate_max_drop
-from ravit.exits.controller import (
-    BudgetController,
-    ControlTable,
-    StreamTrace,
-    control_table,
-    simulate_stream,
-)
-from ravit.exits.policy import (
-    EXIT_SCORES,
-    POLICIES,
-    entropy,
-    exit_mask,
-    exit_score,
-    normalize_thresholds,
-)
-from ravit.exits.simulate import EarlyExitResult, exit_decisions, exit_scores, simulate, sweep
+`rule` (policy names, thresholds, NumPy scores) and `budget` (the run-time
+controller) need no torch and are shared with the exported runtime; the
+names below load on first use (`ravit._lazy`), so `import ravit.exits.rule`
+does not import torch.
+"""
 
-__all__ = [
-    "EarlyExitResult",
-    "exit_decisions",
-    "exit_scores",
-    "simulate",
-    "sweep",
-    "EXIT_SCORES",
-    "POLICIES",
-    "entropy",
-    "exit_mask",
-    "exit_score",
-    "normalize_thresholds",
-    "Calibration",
-    "calibrate_budget",
-    "calibrate_max_drop",
-    "BudgetController",
-    "ControlTable",
-    "StreamTrace",
-    "control_table",
-    "simulate_stream",
-]
+from ravit._lazy import lazy_exports
+
+__all__ = lazy_exports(
+    __name__,
+    {
+        "budget": ["BudgetController", "ControlTable"],
+        "calibration": ["Calibration", "calibrate_budget", "calibrate_max_drop"],
+        "controller": ["StreamTrace", "control_table", "simulate_stream"],
+        "policy": ["EXIT_SCORES", "entropy", "exit_mask", "exit_score"],
+        "rule": ["POLICIES", "normalize_thresholds"],
+        "simulate": ["EarlyExitResult", "exit_decisions", "exit_scores", "simulate", "sweep"],
+    },
+)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from ravit.cost import ModelCost
+from ravit.exits.rule import decode_threshold as _decode
+from ravit.exits.rule import encode_threshold as _encode
 from ravit.exits.simulate import EarlyExitResult, exit_scores, simulate
 
 PAIR_CANDIDATES = 32  # evenly spaced ranks tried first for one threshold of a pair
@@ -73,18 +75,6 @@ class Calibration:
             target=dict(data["target"]),
             predicted=predicted,
         )
-
-
-def _encode(t: float) -> float | str:
-    return "inf" if math.isinf(t) else float(t)
-
-
-def _decode(value) -> float:
-    if value == "inf":
-        return math.inf
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"threshold {value!r} is neither a number nor 'inf'")
-    return float(value)
 
 
 def _real(value, name: str) -> float:

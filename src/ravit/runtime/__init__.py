@@ -5,19 +5,21 @@
 - Streaming: `StreamingRunner(model, thresholds, policy)(image)` for one
   image at a time, with thresholds that may change between images.
 - Files: `load_image`, `collect_image_paths` and `predict` (docs/runtime.md).
+- Exported: `ravit.runtime.exported.OnnxRAViT`, the same early exit on
+  onnxruntime without torch (docs/deploy.md).
+
+The names below load on first use (`ravit._lazy`): `images`, `records` and
+`exported` need no torch, and importing them does not import it.
 """
 
-from ravit.runtime.images import IMAGE_EXTENSIONS, collect_image_paths, load_image
-from ravit.runtime.predict import PredictError, Prediction, predict
-from ravit.runtime.streaming import StreamingRunner, StreamResult
+from ravit._lazy import lazy_exports
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "PredictError",
-    "Prediction",
-    "StreamResult",
-    "StreamingRunner",
-    "collect_image_paths",
-    "load_image",
-    "predict",
-]
+__all__ = lazy_exports(
+    __name__,
+    {
+        "images": ["IMAGE_EXTENSIONS", "collect_image_paths", "load_image", "read_image"],
+        "predict": ["predict"],
+        "records": ["PredictError", "Prediction"],
+        "streaming": ["StreamingRunner", "StreamResult"],
+    },
+)

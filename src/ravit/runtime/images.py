@@ -20,6 +20,9 @@ Conversion rules (docs/runtime.md):
   shrinking: Pillow widens the filter) and the centre S x S is cropped: the
   usual evaluation protocol, and the same geometry as image-folder data sets
   (`ravit.data.base.decode_image`). An S x S image is left untouched.
+
+`read_image` gives a NumPy array and needs no torch (the exported runtime
+uses it); `load_image` is the same as a torch tensor.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
-from ravit.data.base import describe_error
+from ravit.errors import describe_error
+
+if TYPE_CHECKING:
+    import torch
 
 # Extensions picked up when a folder is scanned (any case). A file named
 # explicitly is always tried, whatever its extension.
@@ -77,6 +83,13 @@ def _folder_images(folder: Path) -> list[Path]:
 
 
 def load_image(path: str | os.PathLike, channels: int, image_size: int) -> torch.Tensor:
+    """One image file as a uint8 tensor (channels, image_size, image_size): `read_image`."""
+    import torch
+
+    return torch.from_numpy(read_image(path, channels, image_size))
+
+
+def read_image(path: str | os.PathLike, channels: int, image_size: int) -> np.ndarray:
     """One image file as uint8 (channels, image_size, image_size), by the rules above.
 
     Raises FileNotFoundError for a missing file and ValueError, naming the
@@ -101,10 +114,8 @@ def load_image(path: str | os.PathLike, channels: int, image_size: int) -> torch
     except Exception as err:  # decoders raise many types on bad input: report them all
         raise ValueError(f"{path}: not a readable image ({describe_error(err)})") from None
     if array.ndim == 2:
-        array = array[None]
-    else:
-        array = np.ascontiguousarray(array.transpose(2, 0, 1))  # (S, S, C) -> (C, S, S)
-    return torch.from_numpy(array)
+        return array[None]
+    return np.ascontiguousarray(array.transpose(2, 0, 1))  # (S, S, C) -> (C, S, S)
 
 
 def to_mode(im: Image.Image, mode: str) -> Image.Image:

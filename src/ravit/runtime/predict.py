@@ -5,62 +5,27 @@ while the model runs on this one), normalises them as evaluation does
 (`ravit.evaluation.eval_transform`), and runs `RAViT.early_exit`, which
 compacts the batch after each exit. A file that cannot be read becomes a
 `PredictError` in its place; the other files of its batch still get answers.
+The records and the file loop are `ravit.runtime.records`, shared with the
+exported runtime (`ravit.runtime.exported`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ravit.cost import model_cost
-from ravit.data.base import describe_error
 from ravit.evaluation import eval_transform
 from ravit.exits import POLICIES, normalize_thresholds
 from ravit.models import RAViT
-from ravit.runtime.images import collect_image_paths, load_image
+from ravit.runtime.images import collect_image_paths
+from ravit.runtime.records import PredictError, Prediction, answer_files, check_batch_size
 
-
-@dataclass(frozen=True)
-class Prediction:
-    """The answer for one file."""
-
-    path: Path
-    class_index: int
-    class_name: str
-    probability: float  # softmax probability of the predicted class at the exit taken
-    exit: int  # the exit that answered, 1-based (1 .. number of exits)
-    entropy: float  # softmax entropy (nats) at that exit
-    flops: int  # the analytic FLOPs spent on this image: cumulative cost up to that exit
-    ok: ClassVar[bool] = True
-
-    def to_dict(self) -> dict:
-        return {
-            "path": str(self.path),
-            "class_index": self.class_index,
-            "class_name": self.class_name,
-            "probability": self.probability,
-            "exit": self.exit,
-            "entropy": self.entropy,
-            "flops": self.flops,
-        }
-
-
-@dataclass(frozen=True)
-class PredictError:
-    """A file that got no answer, with a one-line message that names it."""
-
-    path: Path
-    message: str
-    ok: ClassVar[bool] = False
-
-    def to_dict(self) -> dict:
-        return {"path": str(self.path), "error": self.message}
+__all__ = ["PredictError", "Prediction", "predict"]
 
 
 def predict(
@@ -102,8 +67,7 @@ def _check_args(model: RAViT, data_info: dict, policy: str, batch_size: int) -> 
         )
     if policy not in POLICIES:
         raise ValueError(f"unknown exit policy {policy!r}; expected one of {list(POLICIES)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_batch_size(batch_size)
     return classes
 
 
@@ -118,52 +82,20 @@ def _predict(
 ) -> Iterator[Prediction | PredictError]:
     cfg = model.cfg
     transform = eval_transform(model, data_info)
-    flops = model_cost(cfg).cumulative_flops
     device = model.cls_token.device
-    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+
+    def classify(images: np.ndarray) -> list[tuple[int, float, int, float]]:
+        x = transform(torch.from_numpy(images).to(device, non_blocking=True))
+        out = model.early_exit(x, taus, policy)
+        prob = torch.softmax(out.logits.float(), dim=-1).gather(1, out.prediction[:, None])[:, 0]
+        fields = (out.prediction, prob, out.exit_index, out.entropy)
+        return list(zip(*(t.tolist() for t in fields)))
+
     was_training = model.training
     model.eval()
-    workers = min(8, os.cpu_count() or 1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="ravit-predict") as pool:
-
-            def submit(chunk: list[Path]) -> list[Future]:
-                return [pool.submit(_read, f, cfg.in_chans, cfg.image_size) for f in chunk]
-
-            pending = submit(chunks[0]) if chunks else []
-            for k, chunk in enumerate(chunks):
-                loaded = [f.result() for f in pending]
-                pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else []
-                good = [i for i, item in enumerate(loaded) if isinstance(item, torch.Tensor)]
-                answers = _classify(model, transform, loaded, good, taus, policy, device)
-                for i, path in enumerate(chunk):
-                    if i in answers:
-                        c, p, e, h = answers[i]
-                        yield Prediction(path, c, classes[c], p, e + 1, h, flops[e])
-                    else:
-                        yield PredictError(path, loaded[i])
+        shape = (cfg.in_chans, cfg.image_size)
+        flops = model_cost(cfg).cumulative_flops
+        yield from answer_files(files, shape, classify, classes, flops, batch_size)
     finally:
         model.train(was_training)
-
-
-def _read(path: Path, channels: int, size: int) -> torch.Tensor | str:
-    """The image as uint8 (C, S, S), or a one-line message naming the file."""
-    try:
-        return load_image(path, channels, size)
-    except (OSError, ValueError) as err:
-        text = str(err).strip().splitlines()
-        message = text[0] if text else describe_error(err)
-        return message if str(path) in message else f"{path}: {message}"
-
-
-def _classify(model, transform, loaded, good, taus, policy, device) -> dict[int, tuple]:
-    """{position: (class, probability, exit, entropy)} for the decoded images of a batch."""
-    if not good:
-        return {}
-    x = transform(torch.stack([loaded[i] for i in good]).to(device, non_blocking=True))
-    out = model.early_exit(x, taus, policy)
-    prob = torch.softmax(out.logits.float(), dim=-1).gather(1, out.prediction[:, None])[:, 0]
-    rows = zip(
-        out.prediction.tolist(), prob.tolist(), out.exit_index.tolist(), out.entropy.tolist()
-    )
-    return dict(zip(good, rows))

@@ -1,0 +1,16 @@
+"""Export a trained RAViT for inference engines: one ONNX graph per exit and a manifest.
+
+`export_onnx(run, out)` (torch, onnx and onnxruntime) writes the folder and
+checks it against PyTorch; `manifest` (no torch) is the folder's contract
+with `ravit.runtime.exported`. docs/deploy.md describes both.
+"""
+
+from ravit._lazy import lazy_exports
+
+__all__ = lazy_exports(
+    __name__,
+    {
+        "exporter": ["ExportReport", "ParityError", "export_onnx"],
+        "manifest": ["read_manifest"],
+    },
+)
