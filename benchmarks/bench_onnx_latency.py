@@ -32,7 +32,10 @@ thread mostly adds a synchronisation per op, which costs most on a busy
 machine. Timing is interleaved: for each image the four (backend, setting)
 pairs run one after the other, in an order rotated from image to image,
 and every call is one latency sample; the figures are the median and the
-95th percentile over images x rounds, in ms per image. The process first
+95th percentile over images x rounds, in ms per image, and the median CPU
+time of the calling thread per call ("CPU med": with one thread, all of
+the call's work; it leaves out the waits that a busy machine adds to the
+wall-clock). The process first
 re-executes itself with the glibc malloc settings of shared/PERF-NOTES.md
 (`ravit.allocator`). The machine is shared: the load average is printed.
 
@@ -95,20 +98,24 @@ def load_model(run: Path | None) -> tuple[ravit.RAViT, dict, str]:
 def interleaved(
     fns: dict[str, Callable[[int], object]], n: int, rounds: int
 ) -> dict[str, np.ndarray]:
-    """Seconds per call, (rounds, n) per function: image by image, every function in
-    turn, the order rotated from one image to the next."""
+    """(2, rounds, n) per function: wall-clock and this thread's CPU seconds per call.
+
+    Image by image, every function in turn, the order rotated from one image
+    to the next. With one thread per backend the whole call runs on this
+    thread, so its CPU time is the work without the waits a busy machine adds.
+    """
     names = list(fns)
     for name in names:  # warm-up: allocator, kernels, caches
         for i in range(min(n, 20)):
             fns[name](i)
-    samples = {name: np.empty((rounds, n)) for name in names}
+    samples = {name: np.empty((2, rounds, n)) for name in names}
     for r in range(rounds):
         for i in range(n):
             k = (r + i) % len(names)
             for name in names[k:] + names[:k]:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 fns[name](i)
-                samples[name][r, i] = time.perf_counter() - t0
+                samples[name][:, r, i] = time.perf_counter() - t0, time.thread_time() - c0
     return samples
 
 
@@ -128,21 +135,24 @@ def bench(model, runtime, x: torch.Tensor, taus: dict, args) -> tuple[dict, dict
 
 
 def report(samples: dict, exits: dict, cost: ravit.ModelCost) -> None:
-    print(f"  {'backend':<14} {'early exit':<13} {'median':>7} {'p95':>7}  analytic FLOPs")
+    print(f"  {'backend':<14} {'early exit':<13} {'median':>7} {'p95':>7} {'CPU med':>7}"
+          f"  analytic FLOPs")  # fmt: skip
     medians = {}
     for key, s in samples.items():
         backend, setting = key.split("|")
         counts = np.bincount(exits[key], minlength=len(cost.exits))
         ratio = cost.early_exit_flops(counts.tolist()) / cost.total_flops
-        ms = s.ravel() * 1e3
-        medians[key] = float(np.median(ms))
-        print(f"  {backend:<14} {setting:<13} {medians[key]:7.3f} {np.percentile(ms, 95):7.3f}"
+        wall, cpu = s[0].ravel() * 1e3, s[1].ravel() * 1e3
+        medians[key] = (float(np.median(wall)), float(np.median(cpu)))
+        print(f"  {backend:<14} {setting:<13} {medians[key][0]:7.3f} "
+              f"{np.percentile(wall, 95):7.3f} {medians[key][1]:7.3f}"
               f"  {100 * ratio:5.1f} %  (exits {counts.tolist()})")  # fmt: skip
     for setting in dict.fromkeys(k.split("|")[1] for k in samples):
-        ratio = medians[f"ONNX Runtime|{setting}"] / medians[f"PyTorch eager|{setting}"]
+        ort, pt = medians[f"ONNX Runtime|{setting}"], medians[f"PyTorch eager|{setting}"]
         agree = exits[f"ONNX Runtime|{setting}"] == exits[f"PyTorch eager|{setting}"]
-        print(f"  {setting}: ONNX Runtime / PyTorch median latency {ratio:.2f}; exits "
-              f"{'identical' if agree else 'DIFFER'} on the timed images")  # fmt: skip
+        print(f"  {setting}: ONNX Runtime / PyTorch median latency {ort[0] / pt[0]:.2f}, CPU time "
+              f"{ort[1] / pt[1]:.2f}; exits {'identical' if agree else 'DIFFER'} on the timed "
+              "images")  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,8 +1,9 @@
 """Export a trained RAViT for inference engines: one ONNX graph per exit and a manifest.
 
 `export_onnx(run, out)` (torch, onnx and onnxruntime) writes the folder and
-checks it against PyTorch; `manifest` (no torch) is the folder's contract
-with `ravit.runtime.exported`. docs/deploy.md describes both.
+checks it against PyTorch (`export_model` does it for any RAViT in memory);
+`manifest` (no torch) is the folder's contract with `ravit.runtime.exported`.
+docs/deploy.md describes both.
 """
 
 from ravit._lazy import lazy_exports
@@ -10,7 +11,7 @@ from ravit._lazy import lazy_exports
 __all__ = lazy_exports(
     __name__,
     {
-        "exporter": ["ExportReport", "ParityError", "export_onnx"],
+        "exporter": ["ExportReport", "ParityError", "check_parity", "export_model", "export_onnx"],
         "manifest": ["read_manifest"],
     },
 )

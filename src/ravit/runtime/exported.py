@@ -159,8 +159,8 @@ class OnnxRAViT:
         table = self.manifest.get("control_table")
         return None if table is None else ControlTable.from_dict(table)
 
-    def controller(self, target: float, **kwargs) -> BudgetController:
-        """A `BudgetController` on the export's control table (kwargs as its own)."""
+    def controller(self, target: float | None = None, **kwargs) -> BudgetController:
+        """A `BudgetController` on the export's control table (arguments as its own)."""
         table = self.control_table
         if table is None:
             raise ValueError(
