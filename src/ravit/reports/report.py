@@ -338,10 +338,10 @@ def _early_exit_plots(
 
     curves, calibrated = {}, {}
     for g in multi:
-        r = g.runs[0]
-        curves[f"RAViT {g.layers} (seed {r.seed}), one threshold"] = [
-            (p.avg_flops, p.accuracy) for p in sweep_curve(r)
-        ]
+        for r in g.runs:  # one curve per seed: the seeds' spread is part of the picture
+            curves[f"RAViT {g.layers} seed {r.seed}, one threshold"] = [
+                (p.avg_flops, p.accuracy) for p in sweep_curve(r)
+            ]
         calibrated[f"RAViT {g.layers}, val-calibrated"] = [
             (p.test.avg_flops, p.test.accuracy)
             for s, pts in g.early_exit.items() if s.startswith("val") for p in pts
