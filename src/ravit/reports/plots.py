@@ -31,9 +31,9 @@ def plot_tradeoff(
     for label, xy in curves.items():
         xs, ys = zip(*sorted(xy)) if xy else ((), ())
         ax.plot([x / 1e6 for x in xs], [100 * y for y in ys], marker=".", label=label)
-    for label, xy in (points or {}).items():
+    for k, (label, xy) in enumerate((points or {}).items(), start=len(curves)):
         ax.scatter([x / 1e6 for x, _ in xy], [100 * y for _, y in xy], marker="s", s=40,
-                   label=label, zorder=3)  # fmt: skip
+                   color=f"C{k % 10}", label=label, zorder=3)  # fmt: skip
     ax.set_xlabel("MFLOPs per image")
     ax.set_ylabel("top-1 accuracy (%)")
     return _finish(fig, ax, title, path)
