@@ -588,6 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=5e-4")
     p.set_defaults(func=cmd_train)
 
+    from ravit.cli_distill import add_distill_parser
+
+    add_distill_parser(sub)
+
     p = sub.add_parser("eval", help="accuracy and FLOPs of a run, per exit and with early exit")
     p.add_argument("run", help="run folder")
     p.add_argument("--data", help="data spec (default: the one the run was trained on)")

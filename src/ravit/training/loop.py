@@ -32,6 +32,11 @@ from ravit.training.schedule import lr_at
 
 log = logging.getLogger(__name__)
 
+# A hook for an extra training loss (distillation, ravit.training.distill):
+# (every exit's logits, the augmented input batch, the labels) -> one term per
+# exit, added to that exit's cross-entropy before the exit weights apply.
+ExtraLoss = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], list[torch.Tensor]]
+
 
 @dataclass
 class Prepared:
@@ -153,7 +158,12 @@ def transforms_for(p: Prepared) -> tuple[Callable, Callable]:
 
 
 def train_epoch(
-    p: Prepared, epoch: int, transform: Callable, *, progress: bool = False
+    p: Prepared,
+    epoch: int,
+    transform: Callable,
+    *,
+    progress: bool = False,
+    extra_loss: ExtraLoss | None = None,
 ) -> dict[str, Any]:
     """One pass over the training data; returns the epoch's training metrics."""
     from tqdm import tqdm
@@ -186,6 +196,10 @@ def train_epoch(
         with ctx:
             logits = model(x).logits
         loss, per_exit = multi_exit_loss(logits, y, weights, t.label_smoothing)
+        if extra_loss is not None:
+            extra = extra_loss(logits, x, y)
+            loss = loss + sum(w * term for w, term in zip(weights, extra))
+            per_exit = [a + b for a, b in zip(per_exit, extra)]
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"epoch {epoch + 1}, step {i}: the loss is {loss.item()}; lower train.lr "
@@ -281,8 +295,12 @@ def fit(
     overrides: list[str] | None = None,
     progress: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
+    extra_loss: ExtraLoss | None = None,
 ) -> list[dict]:
-    """Train a new run into `run_dir`, or resume the run there; returns all epoch records."""
+    """Train a new run into `run_dir`, or resume the run there; returns all epoch records.
+
+    `extra_loss` adds a term per exit to the training loss (see ExtraLoss).
+    """
     run = Path(run_dir)
     if resume:
         p, start = _resume(run, list(overrides or []))
@@ -291,7 +309,8 @@ def fit(
     train_tf, eval_tf = transforms_for(p)
     log.info("training %s on %s from epoch %d", p.model.cfg.layers, p.device, start + 1)
     for epoch in range(start, p.cfg.train.epochs):
-        record = {"epoch": epoch + 1, **train_epoch(p, epoch, train_tf, progress=progress)}
+        metrics = train_epoch(p, epoch, train_tf, progress=progress, extra_loss=extra_loss)
+        record = {"epoch": epoch + 1, **metrics}
         record.update(validate(p, eval_tf, progress=progress))
         # Metrics first: a kill between the two leaves a record that resume drops.
         runfs.append_metrics(run, record)
