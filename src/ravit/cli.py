@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ravit.config import PRESETS, ModelConfig, model_config
+from ravit.config import EXIT_HEADS, PRESETS, ModelConfig, model_config
 from ravit.cost import format_flops, model_cost
 from ravit.export.command import add_export_parser
 
@@ -48,6 +48,15 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True) -> None
     g.add_argument("--mlp-dim", type=int, help="MLP hidden size (default 4 x embed dim)")
     g.add_argument("--embed-dim", type=int, help="embedding dimension D")
     g.add_argument("--num-classes", type=int, help="number of classes")
+    g.add_argument(
+        "--exit-heads",
+        type=_name_list,
+        help=f"exit head per exit (or one for all), e.g. mlp,linear: {', '.join(EXIT_HEADS)}",
+    )
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def model_config_from_args(args: argparse.Namespace, **extra) -> ModelConfig:
@@ -55,6 +64,7 @@ def model_config_from_args(args: argparse.Namespace, **extra) -> ModelConfig:
         args.preset,
         args.layers,
         resolutions=args.resolutions,
+        exit_heads=args.exit_heads,
         num_heads=args.num_heads,
         mlp_dim=args.mlp_dim,
         embed_dim=args.embed_dim,
@@ -119,12 +129,13 @@ def cmd_flops(args: argparse.Namespace) -> int:
         f"RAViT {cfg.layers}  (preset {args.preset}: {cfg.image_size} px, patch "
         f"{cfg.patch_size}, D {cfg.embed_dim}, MLP {cfg.mlp_dim}, {cfg.num_heads} heads)"
     )
-    print(f"{'exit':>4} {'branch':>6} {'res':>5} {'layers':>6} {'tokens':>6} "
-          f"{'branch FLOPs':>13} {'cumulative':>12}")  # fmt: skip
+    print(f"{'exit':>4} {'branch':>6} {'res':>5} {'layers':>6} {'tokens':>6} {'branch FLOPs':>13} "
+          f"{'exit head':>11} {'head FLOPs':>11} {'cumulative':>12}")  # fmt: skip
     for e in cost.exits:
         print(
             f"{e.exit + 1:>4} {e.branch + 1:>6} {e.resolution:>5} {e.layers:>6} {e.tokens:>6} "
-            f"{format_flops(e.branch_flops):>13} {format_flops(e.cumulative_flops):>12}"
+            f"{format_flops(e.branch_flops):>13} {e.head:>11} {format_flops(e.head_flops):>11} "
+            f"{format_flops(e.cumulative_flops):>12}"
         )
     print(f"total, no early exit: {format_flops(cost.total_flops)}  ({cost.total_flops} FLOPs)")
     return 0
@@ -169,6 +180,7 @@ TRAIN_FLAGS = {  # flag dest -> config key (flags are shorthands for key=value)
     "mlp_dim": "model.mlp_dim",
     "embed_dim": "model.embed_dim",
     "num_classes": "model.num_classes",
+    "exit_heads": "model.exit_heads",
     "data": "data.spec",
     "val_size": "data.val_size",
     "train_size": "data.train_size",
@@ -684,6 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=5e-4")
     p.set_defaults(func=cmd_train)
+
+    from ravit.cli_distill import add_distill_parser
+
+    add_distill_parser(sub)
 
     p = sub.add_parser("eval", help="accuracy and FLOPs of a run, per exit and with early exit")
     p.add_argument("run", help="run folder")

@@ -9,19 +9,28 @@ branches (patch size, embedding dimension, heads, MLP size, classes) lives in
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+# The exit heads a branch may end in (docs/exit-heads.md): the paper's linear
+# head on the CLS token, and the exit branches of Bakhtiarnia, Zhang and
+# Iosifidis (2021). ravit.models.heads builds them, ravit.cost counts them.
+EXIT_HEADS = ("linear", "mlp", "resmlp", "cnn-ignore", "cnn-add", "cnn-project", "vit", "mixer")
 
 
 @dataclass(frozen=True)
 class BranchConfig:
-    """One branch: the side of the square image it sees and its encoder depth.
+    """One branch: the side of the square image it sees, its encoder depth and exit head.
 
     depth 0 means the branch is absent: it has no exit and costs nothing.
+    `head` names the exit head (one of EXIT_HEADS); configs written before
+    heads were configurable have none and get the paper's linear head.
     """
 
     resolution: int
     depth: int
+    head: str = "linear"
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,11 @@ class ModelConfig:
     def num_exits(self) -> int:
         return len(self.present)
 
+    @property
+    def exit_heads(self) -> tuple[str, ...]:
+        """The head of every exit (present branches only), coarse to fine."""
+        return tuple(self.branches[i].head for i in self.present)
+
     def num_patches(self, resolution: int) -> int:
         return (resolution // self.patch_size) ** 2
 
@@ -91,6 +105,11 @@ class ModelConfig:
         for i, b in enumerate(self.branches):
             if b.depth < 0:
                 raise ValueError(f"branch {i + 1}: depth must be >= 0, got {b.depth}")
+            if b.head not in EXIT_HEADS:
+                raise ValueError(
+                    f"branch {i + 1}: unknown exit head {b.head!r}; expected one of "
+                    f"{', '.join(EXIT_HEADS)}"
+                )
             if b.resolution <= 0 or b.resolution % self.patch_size:
                 raise ValueError(
                     f"branch {i + 1}: resolution {b.resolution} is not a positive multiple "
@@ -202,17 +221,45 @@ def default_resolutions(
     return tuple(max(p, s // p * p) for s in sides[:-1]) + (size,)
 
 
+def parse_exit_heads(heads: str | Sequence[str] | None, depths: Sequence[int]) -> tuple[str, ...]:
+    """One head name per branch from a user's list ("mlp,linear", ["vit"], None).
+
+    None gives every exit the linear head; one name applies to every exit;
+    otherwise one name per exit (the branches with layers, coarse to fine).
+    Absent branches have no exit and keep "linear". Names are checked by
+    ModelConfig.validate.
+    """
+    if heads is None:
+        return ("linear",) * len(depths)
+    names = heads.split(",") if isinstance(heads, str) else list(heads)
+    if not all(isinstance(n, str) for n in names):
+        raise TypeError(f"exit heads must be names such as 'mlp,linear', got {heads!r}")
+    names = [n.strip() for n in names]
+    exits = sum(1 for d in depths if d > 0)
+    if len(names) == 1:
+        names = names * exits
+    if len(names) != exits:
+        raise ValueError(
+            f"exit heads {','.join(names)!r}: {len(names)} names for {exits} exits; expected "
+            "one name for every exit or one per exit, e.g. 'mlp,linear'"
+        )
+    it = iter(names)
+    return tuple(next(it) if d > 0 else "linear" for d in depths)
+
+
 def model_config(
     preset: str,
     layers: str | None = None,
     *,
     resolutions: tuple[int, ...] | list[int] | None = None,
+    exit_heads: str | Sequence[str] | None = None,
     **overrides: Any,
 ) -> ModelConfig:
     """Build a `ModelConfig` from a preset name and a layer string.
 
     `overrides` replace preset fields (num_heads, mlp_dim, num_classes,
-    embed_dim, in_chans, dropout, ...); `resolutions` gives one side per branch.
+    embed_dim, in_chans, dropout, ...); `resolutions` gives one side per branch;
+    `exit_heads` one head per exit (or one for all, see `parse_exit_heads`).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
@@ -245,5 +292,6 @@ def model_config(
     if "embed_dim" in overrides and "mlp_dim" not in overrides:
         overrides["mlp_dim"] = 4 * overrides["embed_dim"]  # the standard 4D MLP
     fields.update(overrides)
-    branches = tuple(BranchConfig(r, d) for r, d in zip(resolutions, depths))
+    heads = parse_exit_heads(exit_heads, depths)
+    branches = tuple(BranchConfig(r, d, h) for r, d, h in zip(resolutions, depths, heads))
     return ModelConfig(branches=branches, **fields)

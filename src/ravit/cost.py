@@ -10,9 +10,13 @@ hidden size H:
     MAC_layer = 4 N D^2 + 2 N D H + 2 N^2 D = 12 N D^2 + 2 N^2 D   (H = 4D)
 
 with N = patches + 1 (the CLS token). FLOPs = 2 x MACs. Like the paper, the
-model cost is sum_i L_i MAC_layer(N_i, D): the patch embedding, the exit heads,
-LayerNorm, GELU and softmax are neglected. `measured_extra_flops` gives what a
-FLOP counter sees on top (patch embedding and heads), see docs/cost-model.md.
+model cost is sum_i L_i MAC_layer(N_i, D): the patch embedding, the linear
+exit heads, LayerNorm, GELU and softmax are neglected. The richer exit heads
+(docs/exit-heads.md) are not negligible: their MACs count, so the cumulative
+cost of exit i is the backbone up to branch i plus the heads of exits 1..i
+(all of them run before the image leaves at exit i). `measured_extra_flops`
+gives what a FLOP counter sees on top (patch embedding and linear heads), see
+docs/cost-model.md.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ class ExitCost:
     layers: int
     tokens: int  # patches + CLS
     branch_flops: int  # this branch's layers alone
-    cumulative_flops: int  # everything up to and including this exit
+    cumulative_flops: int  # everything up to and including this exit, its head included
+    head: str = "linear"  # the exit head (ravit.config.EXIT_HEADS)
+    head_flops: int = 0  # this exit's head; 0 for the linear head, which the paper neglects
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class ModelCost:
                     "layers": e.layers,
                     "tokens": e.tokens,
                     "branch_flops": e.branch_flops,
+                    "head": e.head,
+                    "head_flops": e.head_flops,
                     "cumulative_flops": e.cumulative_flops,
                 }
                 for e in self.exits
@@ -86,32 +94,52 @@ class ModelCost:
         }
 
 
+def head_flops(cfg: ModelConfig, branch: int) -> int:
+    """FLOPs of the exit head of branch `branch` (0-based) as the cost model counts them.
+
+    2 x the head's analytic MACs (ravit.models.heads), except for the paper's
+    linear head, which the paper neglects (D x classes MACs): counting it as 0
+    keeps the paper's figures exact.
+    """
+    # Imported here: ravit.models imports ravit.exits, which imports this module.
+    from ravit.models.heads import HeadSpec, head_macs
+
+    name = cfg.branches[branch].head
+    return 0 if name == "linear" else 2 * head_macs(name, HeadSpec.of(cfg, branch))
+
+
 def model_cost(cfg: ModelConfig) -> ModelCost:
-    """Per-exit and cumulative FLOPs of a model (absent branches cost nothing)."""
+    """Per-exit and cumulative FLOPs of a model (absent branches cost nothing).
+
+    C_i = the backbone's layers up to branch i + the heads of exits 1..i.
+    """
     exits = []
     total = 0
     for e, i in enumerate(cfg.present):
         b = cfg.branches[i]
         tokens = cfg.num_patches(b.resolution) + 1
         flops = 2 * b.depth * layer_macs(tokens, cfg.embed_dim, cfg.mlp_dim)
-        total += flops
-        exits.append(ExitCost(e, i, b.resolution, b.depth, tokens, flops, total))
+        head = head_flops(cfg, i)
+        total += flops + head
+        exits.append(ExitCost(e, i, b.resolution, b.depth, tokens, flops, total, b.head, head))
     return ModelCost(tuple(exits))
 
 
 def measured_extra_flops(cfg: ModelConfig) -> int:
-    """FLOPs a counter sees beyond the paper's formula, full path.
+    """FLOPs a counter sees beyond `model_cost`, full path.
 
     Patch embedding (a P x P x C -> D projection per patch) and the linear
-    exit heads (D -> classes), both counted as 2 x MACs. LayerNorm, GELU,
-    softmax and the resize are not matmuls and are counted by neither.
+    exit heads (D -> classes), both counted as 2 x MACs; the other heads are
+    in `model_cost` already. LayerNorm, GELU, softmax, pooling and the resize
+    are not matmuls and are counted by neither.
     """
     d, p = cfg.embed_dim, cfg.patch_size
     extra = 0
     for i in cfg.present:
         n = cfg.num_patches(cfg.branches[i].resolution)
         extra += 2 * n * p * p * cfg.in_chans * d  # patch embedding
-        extra += 2 * d * cfg.num_classes  # exit head
+        if cfg.branches[i].head == "linear":
+            extra += 2 * d * cfg.num_classes  # the linear head the paper neglects
     return extra
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from ravit.config import ModelConfig
 from ravit.exits import entropy, exit_mask, exit_score, normalize_thresholds
 from ravit.models.branch import Branch
-from ravit.models.heads import LinearHead
+from ravit.models.heads import HeadSpec, build_head
 
 
 @dataclass
@@ -62,7 +62,7 @@ class RAViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, cfg.embed_dim))
         self.branches = nn.ModuleList(Branch(cfg, i) for i in cfg.present)
         self.heads = nn.ModuleList(
-            LinearHead(dim=cfg.embed_dim, num_classes=cfg.num_classes) for _ in cfg.present
+            build_head(cfg.branches[i].head, HeadSpec.of(cfg, i)) for i in cfg.present
         )
         self.apply(_init_weights)
         nn.init.trunc_normal_(self.cls_token, std=0.02)

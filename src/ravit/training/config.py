@@ -36,6 +36,8 @@ class ModelSection:
     in_chans: int | None = None  # from the data when None
     dropout: float = 0.0
     fused_attention: bool = True
+    # One exit head per exit, or one for all (docs/exit-heads.md); None: linear.
+    exit_heads: list[str] | None = None
 
 
 @dataclass
@@ -255,6 +257,7 @@ def build_model_config(section: ModelSection, *, num_classes: int, in_chans: int
         section.preset,
         None if section.layers is None else str(section.layers),
         resolutions=section.resolutions,
+        exit_heads=section.exit_heads,
         embed_dim=section.embed_dim,
         num_heads=section.num_heads,
         mlp_dim=section.mlp_dim,

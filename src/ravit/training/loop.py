@@ -48,6 +48,11 @@ from ravit.training.schedule import lr_at
 
 log = logging.getLogger(__name__)
 
+# A hook for an extra training loss (distillation, ravit.training.distill):
+# (every exit's logits, the augmented input batch, the labels) -> one term per
+# exit, added to that exit's cross-entropy before the exit weights apply.
+ExtraLoss = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], list[torch.Tensor]]
+
 
 @dataclass
 class TrainPlan:
@@ -208,7 +213,12 @@ def train_plan(p: Prepared) -> TrainPlan:
 
 
 def train_epoch(
-    p: Prepared, epoch: int, transform: Callable, *, progress: bool = False
+    p: Prepared,
+    epoch: int,
+    transform: Callable,
+    *,
+    progress: bool = False,
+    extra_loss: ExtraLoss | None = None,
 ) -> dict[str, Any]:
     """One pass over the training data; returns the epoch's metrics over all processes."""
     from tqdm import tqdm
@@ -232,7 +242,8 @@ def train_epoch(
                    lr=t.peak_lr(), min_lr=t.min_lr)  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler)
+        loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler,
+                           extra_loss)  # fmt: skip
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"epoch {epoch + 1}, step {step}: the loss is {loss}; lower train.lr "
@@ -285,6 +296,7 @@ def _accumulate(
     sums: torch.Tensor,
     amp: torch.dtype | None,
     scaler: torch.amp.GradScaler,
+    extra_loss: ExtraLoss | None = None,
 ) -> float:
     """Forward and backward of this process's micro-batches of global batch `at` (epoch, step).
 
@@ -309,6 +321,10 @@ def _accumulate(
             with ctx:
                 logits = plan.engine(x).logits
             loss, per_exit = multi_exit_loss(logits, y, weights, t.label_smoothing)
+            if extra_loss is not None:  # e.g. distillation: one more term per exit
+                extra = extra_loss(logits, x, y)
+                loss = loss + sum(w * term for w, term in zip(weights, extra))
+                per_exit = [a + b for a, b in zip(per_exit, extra)]
             # This piece's share of the global batch, times the number of processes
             # because DDP averages the gradients over them: the sum is the global mean.
             scaler.scale(loss * (b * p.dist.world_size / size)).backward()
@@ -422,13 +438,15 @@ def fit(
     overrides: list[str] | None = None,
     progress: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
+    extra_loss: ExtraLoss | None = None,
 ) -> list[dict]:
     """Train a new run into `run_dir`, or resume the run there; returns all epoch records.
 
     Under torchrun every process calls fit with the same arguments: they
     train together, rank 0 writes the run folder, and every rank gets the
     records and calls `on_epoch`. An error in setting up on any rank (a bad
-    config, an existing run folder) is raised on all of them.
+    config, an existing run folder) is raised on all of them. `extra_loss`
+    adds a term per exit to the training loss (see ExtraLoss).
     """
     run = Path(run_dir)
     with distributed.process_group() as dist:
@@ -439,7 +457,8 @@ def fit(
             log.info("training %s on %s (%d processes) from epoch %d",
                      p.model.cfg.layers, p.device, dist.world_size, start + 1)  # fmt: skip
         for epoch in range(start, p.cfg.train.epochs):
-            record = {"epoch": epoch + 1, **train_epoch(p, epoch, train_tf, progress=progress)}
+            metrics = train_epoch(p, epoch, train_tf, progress=progress, extra_loss=extra_loss)
+            record = {"epoch": epoch + 1, **metrics}
             record.update(validate(p, eval_tf, progress=progress))
             record["world_size"] = dist.world_size
             if dist.is_main:
