@@ -19,7 +19,13 @@
     Printed: the students' exit accuracies and early-exit curves (budgets as
     fractions of the student's own full path, 34.55 MFLOPs).
 
-    nice -n 10 python benchmarks/bench_heads.py --epochs 5 --out runs/heads
+    nice -n 10 python benchmarks/bench_heads.py --epochs 5 --threads 1 --out runs/heads
+
+On a CPU shared with other jobs, `--threads 1` makes far better use of the
+CPU time a niced job gets than torch's two threads, whose OpenMP workers
+spin while their partner is descheduled (measured here at load 7, batch 64,
+RAViT 1-3 forward + backward + AdamW: 6 CPU-ms per image with one thread,
+14 to 48 with two; 22-24 images/s against 5-60).
 
 Batch 64 (not the paper's 256): on 4577 training images five epochs are then
 360 optimiser steps instead of 90, which a short run needs for the 32 px
@@ -37,6 +43,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import torch
 
 from ravit.config import EXIT_HEADS, ModelConfig
 from ravit.cost import ModelCost, format_flops, model_cost
@@ -186,6 +194,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--heads", default=",".join(EXIT_HEADS), help="exit heads to compare")
     p.add_argument("--student", default="1-1", help="the student's layers")
     p.add_argument("--out", type=Path, default=Path("runs/heads"))
+    p.add_argument(
+        "--threads", type=int, help="torch threads (default torch's); 1 on a crowded CPU"
+    )
     args = p.parse_args(argv)
     args.heads = [h.strip() for h in args.heads.split(",")]
     if "linear" not in args.heads:
@@ -198,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"bench_heads: no CIFAR-10 folder at {args.data}", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     runs = train_heads(args)
     students = train_students(args, runs["linear"])
