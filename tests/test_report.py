@@ -136,3 +136,19 @@ def test_report_cli_errors(suite_runs, tmp_path, capsys):
     assert main(["report", str(folders[0]), "--out", str(tmp_path / "r3"),
                  "--reference", "9-9"]) == 2  # fmt: skip
     assert "9-9" in capsys.readouterr().err
+
+
+def test_report_refuses_mixed_data_sets_before_evaluating(suite_runs, tmp_path):
+    import shutil
+
+    _, _, folders = suite_runs
+    other = tmp_path / "other"
+    shutil.copytree(folders[0], other)
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["data"]["spec"] = "mnist:/nowhere"
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match="different data sets .*digits, mnist"):
+        build_report([folders[0], other], tmp_path / "rep")
+    assert not (tmp_path / "rep").exists()
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        build_report([tmp_path], tmp_path / "rep")

@@ -86,31 +86,44 @@ def load_results(
     """Evaluate every run (test and val logits, cached in RUN/cache/)."""
     if not runs:
         raise ValueError("no runs given: pass run folders written by ravit train or ravit suite")
-    results = []
-    for path in runs:
-        path = Path(path)
-        run_cfg, _ = runfs.read_config(path) if path.is_dir() else ({}, {})
-        test = evaluate_run(path, split="test", progress=progress)
-        has_val = bool(runfs.read_json(path / runfs.SPLIT).get("val_indices"))
-        val = evaluate_run(path, split="val", progress=progress) if has_val else None
-        train = dict(run_cfg["train"])
-        seed = int(train.pop("seed"))
-        train.pop("device", None)
-        key = json.dumps([test.model.cfg.to_dict(), run_cfg["data"], train], sort_keys=True)
-        spec = run_cfg["data"]["spec"]
-        results.append(RunResult(
-            path, spec.partition(":")[0].partition("?")[0].lower(), test.model.cfg.layers, seed,
-            len(runfs.read_metrics(path)), key, model_cost(test.model.cfg), test.logits,
-            val.logits if val else None,
-        ))  # fmt: skip
-        if on_run:
-            on_run(results[-1])
-    datasets = sorted({r.data for r in results})
+    configs = []
+    for path in map(Path, runs):  # configs first: a mix-up fails before any evaluation
+        if not (path / runfs.CONFIG).is_file():
+            raise FileNotFoundError(f"{path} is not a run folder (no {runfs.CONFIG})")
+        configs.append((path, runfs.read_config(path)[0]))
+    datasets = sorted({_data_name(cfg["data"]["spec"]) for _, cfg in configs})
     if len(datasets) > 1:
         raise ValueError(
             f"the runs use different data sets ({', '.join(datasets)}): report each separately"
         )
+    results = []
+    for path, run_cfg in configs:
+        test = evaluate_run(path, split="test", progress=progress)
+        has_val = bool(runfs.read_json(path / runfs.SPLIT).get("val_indices"))
+        val = evaluate_run(path, split="val", progress=progress) if has_val else None
+        train, data = dict(run_cfg["train"]), dict(run_cfg["data"])
+        seed = int(train.pop("seed"))
+        for section, keys in ((train, RUN_ONLY_TRAIN), (data, RUN_ONLY_DATA)):
+            for k in keys:
+                section.pop(k, None)
+        key = json.dumps([test.model.cfg.to_dict(), data, train], sort_keys=True)
+        results.append(RunResult(
+            path, datasets[0], test.model.cfg.layers, seed, len(runfs.read_metrics(path)), key,
+            model_cost(test.model.cfg), test.logits, val.logits if val else None,
+        ))  # fmt: skip
+        if on_run:
+            on_run(results[-1])
     return results
+
+
+# Settings that change how a run executes, not what it learns: runs differing
+# only in these (and the seed) are one model.
+RUN_ONLY_TRAIN = ("device", "compile")
+RUN_ONLY_DATA = ("workers", "prefetch", "eval_batch_size")
+
+
+def _data_name(spec: str) -> str:
+    return spec.partition(":")[0].partition("?")[0].strip().lower()
 
 
 def group_runs(results: Sequence[RunResult]) -> list[Group]:
