@@ -36,6 +36,13 @@ def test_suite_expands_groups_in_order_without_duplicates(tmp_path):
     assert cfg.model.layers == "1-2" and cfg.train.seed == 3 and cfg.model.embed_dim == 16
 
 
+def test_suite_files_read_yaml_like_run_configs(tmp_path):
+    # YAML 1.2, as `ravit train --config`: `amp: off` is the string "off", not False.
+    path = tmp_path / "amp.yaml"
+    path.write_text("config: {train: {amp: off}}\nruns: [{layers: ['1-1']}]\n")
+    assert load_suite(path).run_config(SuiteRun("1-1", 0)).train.amp == "off"
+
+
 @pytest.mark.parametrize(
     "runs, match",
     [
@@ -150,5 +157,5 @@ def test_report_refuses_mixed_data_sets_before_evaluating(suite_runs, tmp_path):
     with pytest.raises(ValueError, match="different data sets .*digits, mnist"):
         build_report([folders[0], other], tmp_path / "rep")
     assert not (tmp_path / "rep").exists()
-    with pytest.raises(FileNotFoundError, match="not a run folder"):
+    with pytest.raises(FileNotFoundError, match="not a ravit run folder"):
         build_report([tmp_path], tmp_path / "rep")

@@ -640,11 +640,13 @@ def _report(runs: list[str], out: str, *, reference: str | None = None,
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from ravit.training.run import CONFIG
+
     runs = []
     for path in args.runs:  # a run folder, or a folder of run folders (a suite's --out)
         p = Path(path)
-        inner = sorted(c for c in p.glob("*/config.yaml")) if p.is_dir() else []
-        runs += [str(c.parent) for c in inner] if not (p / "config.yaml").exists() else [path]
+        inner = sorted(p.glob(f"*/{CONFIG}")) if p.is_dir() else []
+        runs += [str(c.parent) for c in inner] if not (p / CONFIG).exists() else [path]
     if not runs:
         raise UsageError("ravit report: no run folders found in " + " ".join(args.runs))
     progress = not args.no_progress and sys.stderr.isatty()

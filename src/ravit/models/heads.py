@@ -73,7 +73,8 @@ class ExitHead(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: HeadSpec) -> ExitHead:
-        raise NotImplementedError
+        """Build the head for `spec`; heads whose constructor takes the spec need no override."""
+        return cls(spec)
 
     @staticmethod
     def macs(spec: HeadSpec) -> int:
@@ -119,10 +120,6 @@ class MlpHead(ExitHead):
         self.drop = nn.Dropout(spec.dropout)
         self.fc2 = nn.Linear(spec.mlp_dim, spec.num_classes)
 
-    @classmethod
-    def from_spec(cls, spec: HeadSpec) -> MlpHead:
-        return cls(spec)
-
     @staticmethod
     def macs(spec: HeadSpec) -> int:
         return spec.dim * spec.mlp_dim + spec.mlp_dim * spec.num_classes
@@ -165,10 +162,6 @@ class ResMlpHead(ExitHead):
         self.aff3 = Affine(d)
         self.fc = nn.Linear(d, spec.num_classes)
 
-    @classmethod
-    def from_spec(cls, spec: HeadSpec) -> ResMlpHead:
-        return cls(spec)
-
     @staticmethod
     def macs(spec: HeadSpec) -> int:
         t, d = spec.tokens, spec.dim
@@ -201,10 +194,6 @@ class _ConvHead(ExitHead):
         self.act = nn.GELU()
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
         self.fc = nn.Linear(k * spec.pooled * spec.pooled, spec.num_classes)
-
-    @classmethod
-    def from_spec(cls, spec: HeadSpec) -> _ConvHead:
-        return cls(spec)
 
     @classmethod
     def macs(cls, spec: HeadSpec) -> int:
@@ -279,10 +268,6 @@ class VitHead(ExitHead):
         )
         self.head = LinearHead(dim=spec.dim, num_classes=spec.num_classes)
 
-    @classmethod
-    def from_spec(cls, spec: HeadSpec) -> VitHead:
-        return cls(spec)
-
     @staticmethod
     def macs(spec: HeadSpec) -> int:
         return layer_macs(spec.tokens, spec.dim, spec.mlp_dim) + LinearHead.macs(spec)
@@ -315,10 +300,6 @@ class MixerHead(ExitHead):
     @staticmethod
     def token_hidden(spec: HeadSpec) -> int:
         return max(1, spec.dim // 2)
-
-    @classmethod
-    def from_spec(cls, spec: HeadSpec) -> MixerHead:
-        return cls(spec)
 
     @staticmethod
     def macs(spec: HeadSpec) -> int:

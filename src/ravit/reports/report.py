@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ravit.cost import ModelCost, format_flops, model_cost
+from ravit.data.specs import parse_data_spec
 from ravit.evaluation import ExitLogits, evaluate_run
 from ravit.exits import EarlyExitResult, calibrate_budget, simulate, sweep
 from ravit.training import run as runfs
@@ -88,10 +89,8 @@ def load_results(
         raise ValueError("no runs given: pass run folders written by ravit train or ravit suite")
     configs = []
     for path in map(Path, runs):  # configs first: a mix-up fails before any evaluation
-        if not (path / runfs.CONFIG).is_file():
-            raise FileNotFoundError(f"{path} is not a run folder (no {runfs.CONFIG})")
         configs.append((path, runfs.read_config(path)[0]))
-    datasets = sorted({_data_name(cfg["data"]["spec"]) for _, cfg in configs})
+    datasets = sorted({parse_data_spec(cfg["data"]["spec"])[0] for _, cfg in configs})
     if len(datasets) > 1:
         raise ValueError(
             f"the runs use different data sets ({', '.join(datasets)}): report each separately"
@@ -120,10 +119,6 @@ def load_results(
 # only in these (and the seed) are one model.
 RUN_ONLY_TRAIN = ("device", "compile")
 RUN_ONLY_DATA = ("workers", "prefetch", "eval_batch_size")
-
-
-def _data_name(spec: str) -> str:
-    return spec.partition(":")[0].partition("?")[0].strip().lower()
 
 
 def group_runs(results: Sequence[RunResult]) -> list[Group]:

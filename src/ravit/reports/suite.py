@@ -26,11 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ravit.training import fit, resolve_config
 from ravit.training import run as runfs
-from ravit.training.config import RunConfig, build_model_config
+from ravit.training.config import RunConfig, build_model_config, read_yaml_file
 
 SUITE_KEYS = ("name", "description", "config", "runs")
 GROUP_KEYS = ("layers", "grid", "seeds")
@@ -67,12 +65,7 @@ class Suite:
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file; every error names the file and the bad entry."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"suite file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"suite file {path} is not valid YAML: {err}") from None
+    raw = read_yaml_file(path, "suite file")  # YAML 1.2, as run configs: `amp: off` is "off"
     if not isinstance(raw, dict):
         raise ValueError(f"suite file {path}: expected a mapping with keys {SUITE_KEYS}")
     unknown = set(raw) - set(SUITE_KEYS)

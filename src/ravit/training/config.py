@@ -148,6 +148,17 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: builds no objects
 
 
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """A YAML file's content, read as run configs are (YAML 1.2); one-line errors name `what`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return load_yaml(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} {path} is not valid YAML: {err}") from None
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -226,14 +237,7 @@ def resolve_config(
     if base is not None:
         _merge(layered, base, "saved config")
     if yaml_file is not None:
-        path = Path(yaml_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
-        try:
-            loaded = load_yaml(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
-        _merge(layered, loaded, str(path))
+        _merge(layered, read_yaml_file(yaml_file) or {}, str(yaml_file))
     if flags:
         _merge(layered, flags, "command line")
     for text in overrides:
