@@ -50,8 +50,8 @@ from ravit.config import EXIT_HEADS, ModelConfig
 from ravit.cost import ModelCost, format_flops, model_cost
 from ravit.evaluation import RunEvaluation, evaluate_run
 from ravit.exits import EarlyExitResult, calibrate_budget, simulate
+from ravit.runs import folder as runfs
 from ravit.training import fit, resolve_config
-from ravit.training import run as runfs
 from ravit.training.distill import DistillConfig, distill, resume_distill, student_config
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"

@@ -89,7 +89,7 @@ def load_model(run: Path | None) -> tuple[ravit.RAViT, dict, str]:
     if run is None:
         info = {"classes": CIFAR_CLASSES, "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}
         return build("1-3", (16, 32)), info, "cifar10 RAViT 1-3, random init (seed 0)"
-    from ravit.evaluation import load_run_model
+    from ravit.runs import load_run_model
 
     model, state = load_run_model(run)
     return model, state["data"], f"RAViT {model.cfg.layers} of {run}"

@@ -23,8 +23,8 @@ from pathlib import Path
 from ravit.cost import ModelCost, format_flops, model_cost
 from ravit.evaluation import evaluate_run
 from ravit.exits import simulate, sweep
+from ravit.runs import folder as runfs
 from ravit.training import fit, resolve_config
-from ravit.training import run as runfs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
 MODELS = ("0-3", "0-4", "1-3")

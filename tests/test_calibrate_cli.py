@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from ravit.cli import main, parse_budget
+from ravit.cli import main
+from ravit.exits.budget import parse_budget
 from ravit.training import fit, resolve_config
 
 
@@ -82,8 +83,8 @@ def test_predict_cli_answers_good_files_and_reports_bad_ones(run, tmp_path, caps
 
 
 def test_settling_count_is_the_images_until_the_error_stays_in_the_band():
-    from ravit.cli import _settled
+    from ravit.exits.controller import settled_after
 
-    assert _settled([0.3, 0.2, 0.04, 0.06, 0.01, 0.0], 0.05) == "4"
-    assert _settled([0.01, 0.02], 0.05) == "0"
-    assert _settled([0.01, 0.09], 0.05) == "never"
+    assert settled_after([0.3, 0.2, 0.04, 0.06, 0.01, 0.0], 0.05) == 4
+    assert settled_after([0.01, 0.02], 0.05) == 0
+    assert settled_after([0.01, 0.09], 0.05) is None  # never

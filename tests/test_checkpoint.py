@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ravit.checkpoint import load_model, save_checkpoint
 from ravit.config import model_config
 from ravit.models import RAViT
+from ravit.runs.checkpoint import load_model, save_checkpoint
 
 
 def test_checkpoint_rebuilds_the_model_from_its_config_alone(tmp_path):

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ravit.checkpoint import load_checkpoint
 from ravit.cli import main
 from ravit.config import model_config
+from ravit.runs.checkpoint import load_checkpoint
 from ravit.training import fit, resolve_config
 from ravit.training.distill import (
     DistillConfig,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ravit
-from ravit.checkpoint import load_checkpoint
+from ravit.runs.checkpoint import load_checkpoint
 from ravit.training import distributed as D
 from ravit.training import fit, resolve_config
 from ravit.training.loop import prepare

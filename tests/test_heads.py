@@ -7,11 +7,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ravit.cli import main
-from ravit.config import EXIT_HEADS, ModelConfig, model_config
+from ravit.config import EXIT_HEADS, ModelConfig, build_model_config, model_config, resolve_config
 from ravit.cost import format_flops, measured_extra_flops, model_cost
 from ravit.models import HEADS, RAViT
 from ravit.models.heads import HeadSpec, build_head, head_macs
-from ravit.training.config import build_model_config, resolve_config
 
 # Grids 2 and 4 (tiny), and an odd grid of 3 beside 8 (cifar10 at 12 / 32 px).
 SHAPES = [("tiny", "1-1", None), ("cifar10", "1-1", (12, 32))]

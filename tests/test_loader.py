@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ravit.checkpoint import load_checkpoint
 from ravit.data import load_data
 from ravit.data.loader import batch_loader, default_workers, seed_worker
+from ravit.runs.checkpoint import load_checkpoint
 from ravit.training import fit, resolve_config
 from ravit.training.distributed import GlobalBatchSampler
 

@@ -4,8 +4,9 @@ import shutil
 import pytest
 import torch
 
-from ravit.checkpoint import atomic_write, load_checkpoint
 from ravit.cli import main
+from ravit.runs.checkpoint import load_checkpoint
+from ravit.runs.io import atomic_write
 from ravit.training import fit, resolve_config
 
 SMALL = [

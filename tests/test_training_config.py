@@ -1,6 +1,6 @@
 import pytest
 
-from ravit.training.config import build_model_config, parse_override, resolve_config
+from ravit.config import build_model_config, parse_override, resolve_config
 from ravit.training.schedule import lr_at
 
 

@@ -10,13 +10,12 @@ does not import torch, so that the exported-model runtime
 """
 
 from ravit._lazy import lazy_exports
-
-__version__ = "0.1.0"
+from ravit._version import __version__ as __version__
 
 __all__ = lazy_exports(
     __name__,
     {
-        "checkpoint": ["load_model", "save_checkpoint"],
+        "runs.checkpoint": ["load_model", "save_checkpoint"],
         "config": ["PRESETS", "BranchConfig", "ModelConfig", "model_config", "parse_layers"],
         "cost": ["ModelCost", "format_flops", "layer_macs", "model_cost"],
         "models": ["EarlyExitOutput", "RAViT", "RAViTOutput"],

@@ -6,10 +6,9 @@ NumPy, Pillow and onnxruntime only. Importing it executes every package
 may not import torch eagerly: each one names its exports and the submodule
 defining them, and a name's submodule is imported on first access.
 
-Two exports share their submodule's name (`ravit.exits.simulate`,
-`ravit.runtime.predict`). The import system binds every submodule it loads
-on its package, which would hide such a function behind its module; the
-package class below keeps the function instead, as eager imports did.
+No export may share its submodule's name: the import system binds every
+submodule it loads on its package, which would hide the function behind its
+module (hence `exits.simulation.simulate`, `runtime.prediction.predict`).
 """
 
 from __future__ import annotations
@@ -30,12 +29,6 @@ class _LazyPackage(ModuleType):
         ModuleType.__setattr__(self, name, value)
         return value
 
-    def __setattr__(self, name: str, value) -> None:
-        same = isinstance(value, ModuleType) and value.__name__ == f"{self.__name__}.{name}"
-        if same and self._lazy_exports.get(name) == name:
-            value = getattr(value, name)  # the function `simulate`, not the module `simulate`
-        ModuleType.__setattr__(self, name, value)
-
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self._lazy_exports))
 
@@ -47,6 +40,9 @@ def lazy_exports(package: str, exports: dict[str, list[str]]) -> list[str]:
     returns the sorted names, for `__all__`.
     """
     module = sys.modules[package]
+    clash = sorted(set(exports) & {n for names in exports.values() for n in names})
+    if clash:
+        raise ValueError(f"{package}: exports {clash} share their submodule's name")
     module._lazy_exports = {name: sub for sub, names in exports.items() for name in names}
     module.__class__ = _LazyPackage
     return sorted(module._lazy_exports)

@@ -21,7 +21,8 @@ docs/cost-model.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ravit.config import ModelConfig
@@ -94,16 +95,98 @@ class ModelCost:
         }
 
 
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a head needs to know about its branch: widths, classes and the patch grid."""
+
+    dim: int  # D
+    num_classes: int  # C
+    grid: int  # g: the patch tokens form a g x g grid
+    mlp_dim: int  # H, the encoder's MLP width
+    num_heads: int
+    dropout: float = 0.0
+    fused_attention: bool = True
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, branch: int) -> HeadSpec:
+        """The spec of the head of branch `branch` (0-based, among all branches)."""
+        return cls(
+            dim=cfg.embed_dim,
+            num_classes=cfg.num_classes,
+            grid=cfg.branches[branch].resolution // cfg.patch_size,
+            mlp_dim=cfg.mlp_dim,
+            num_heads=cfg.num_heads,
+            dropout=cfg.dropout,
+            fused_attention=cfg.fused_attention,
+        )
+
+    @property
+    def tokens(self) -> int:
+        """T = 1 + g^2: the CLS token and the patch tokens."""
+        return 1 + self.grid * self.grid
+
+    @property
+    def conv_channels(self) -> int:
+        """K, the convolutional heads' width: D / 4 (a quarter of the tokens' width)."""
+        return max(1, self.dim // 4)
+
+    @property
+    def pooled(self) -> int:
+        """p = ceil(g / 2): the side of the grid after the 2 x 2 max pool."""
+        return math.ceil(self.grid / 2)
+
+    @property
+    def token_hidden(self) -> int:
+        """S = D / 2, the mixer head's token-MLP width (Mixer-B's 384 for D = 768)."""
+        return max(1, self.dim // 2)
+
+
+def _conv_head_macs(spec: HeadSpec, extra_channels: int = 0) -> int:
+    """The convolutional heads: a 3 x 3 convolution (C_in = D + extra -> K), counted at every
+    output position, padding included, and the classifier on the pooled p x p grid."""
+    g, k = spec.grid, spec.conv_channels
+    conv = 9 * (spec.dim + extra_channels) * k * g * g
+    return conv + k * spec.pooled * spec.pooled * spec.num_classes
+
+
+# MACs per image of every exit head (ravit.models.heads defines them, docs/exit-heads.md
+# derives these counts; tests hold each to torch's FLOP counter). T tokens, D wide,
+# H the MLP width, C classes, g x g patch grid.
+HEAD_MACS: dict[str, Callable[[HeadSpec], int]] = {
+    "linear": lambda s: s.dim * s.num_classes,
+    "mlp": lambda s: s.dim * s.mlp_dim + s.mlp_dim * s.num_classes,
+    # token mixing T x T across D channels, the D -> H -> D MLP on T tokens, the classifier
+    "resmlp": lambda s: (
+        s.tokens**2 * s.dim + 2 * s.tokens * s.dim * s.mlp_dim + s.dim * s.num_classes
+    ),
+    "cnn-ignore": _conv_head_macs,
+    "cnn-add": _conv_head_macs,
+    # the CLS token projected to a g x g map (D -> g^2), one more input channel
+    "cnn-project": lambda s: s.dim * s.grid**2 + _conv_head_macs(s, extra_channels=1),
+    "vit": lambda s: layer_macs(s.tokens, s.dim, s.mlp_dim) + s.dim * s.num_classes,
+    # the token MLP (T -> S -> T on D channels), the channel MLP, the classifier
+    "mixer": lambda s: (
+        2 * s.dim * s.tokens * s.token_hidden
+        + 2 * s.tokens * s.dim * s.mlp_dim
+        + s.dim * s.num_classes
+    ),
+}
+
+
+def head_macs(name: str, spec: HeadSpec) -> int:
+    """Analytic MACs per image of the head `name` on a branch described by `spec`."""
+    if name not in HEAD_MACS:
+        raise ValueError(f"unknown exit head {name!r}; expected one of {', '.join(HEAD_MACS)}")
+    return HEAD_MACS[name](spec)
+
+
 def head_flops(cfg: ModelConfig, branch: int) -> int:
     """FLOPs of the exit head of branch `branch` (0-based) as the cost model counts them.
 
-    2 x the head's analytic MACs (ravit.models.heads), except for the paper's
-    linear head, which the paper neglects (D x classes MACs): counting it as 0
-    keeps the paper's figures exact.
+    2 x the head's analytic MACs, except for the paper's linear head, which
+    the paper neglects (D x classes MACs): counting it as 0 keeps the paper's
+    figures exact.
     """
-    # Imported here: ravit.models imports ravit.exits, which imports this module.
-    from ravit.models.heads import HeadSpec, head_macs
-
     name = cfg.branches[branch].head
     return 0 if name == "linear" else 2 * head_macs(name, HeadSpec.of(cfg, branch))
 

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ravit.config import resolve_config
 from ravit.cost import ModelCost, model_cost
 from ravit.evaluation import RunEvaluation, evaluate_run
 from ravit.exits import EarlyExitResult, sweep
 from ravit.reports.plots import plot_tradeoff
-from ravit.training import fit, resolve_config
+from ravit.training import fit
 
 RAVIT_LAYERS = "1-2"  # 1 layer on the 4x4 image, 2 on the 8x8 one
 VIT_LAYERS = "0-3"  # its twin: 3 layers on the full image

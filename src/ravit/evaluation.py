@@ -1,32 +1,21 @@
-"""Every exit's logits over a data set, computed once and cached in the run."""
+"""Every exit's logits over a data set, computed once and cached in the run.
+
+`collect_logits` runs a model's full path over a data set; `evaluate_run` does
+it for a run folder's split (test, or the run's own validation indices),
+through the run's logit cache (`ravit.runs.cache`).
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from ravit.checkpoint import atomic_write
 from ravit.models import RAViT
-
-
-@dataclass
-class ExitLogits:
-    """Cached evaluation: logits[i] is (N, classes) of exit i; labels (N,)."""
-
-    logits: list[torch.Tensor]
-    labels: torch.Tensor
-
-    def accuracy(self) -> list[float]:
-        return [float((lg.argmax(-1) == self.labels).float().mean()) for lg in self.logits]
-
-    def loss(self) -> list[float]:
-        return [float(F.cross_entropy(lg.float(), self.labels)) for lg in self.logits]
+from ravit.runs import folder
+from ravit.runs.cache import ExitLogits, cache_key, cache_path, load_cached, save_cached
 
 
 @torch.inference_mode()
@@ -58,28 +47,6 @@ def collect_logits(
     return ExitLogits(logits, data.labels.clone())
 
 
-def cache_key(**parts) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def load_cached(path: Path, key: str) -> ExitLogits | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a stale or broken cache is recomputed, never trusted
-        return None
-    if not isinstance(state, dict) or state.get("key") != key:
-        return None
-    return ExitLogits(list(state["logits"]), state["labels"])
-
-
-def save_cached(path: Path, key: str, result: ExitLogits) -> None:
-    state = {"key": key, "logits": result.logits, "labels": result.labels}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
 @dataclass
 class RunEvaluation:
     """A run's exit logits on one split, with what is needed to read them."""
@@ -90,33 +57,6 @@ class RunEvaluation:
     model: RAViT
     classes: list[str]
     cached: bool
-
-
-def load_run_model(run: str | Path, device: torch.device | str = "cpu") -> tuple[RAViT, dict]:
-    """The trained model of a run folder and its checkpoint state (without weights)."""
-    from ravit.checkpoint import load_checkpoint, model_from_state
-    from ravit.config import ModelConfig
-    from ravit.training import run as runfs
-
-    run = Path(run)
-    if not run.is_dir():
-        raise FileNotFoundError(f"run folder {run} does not exist")
-    path = run / runfs.CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"{run} has no {runfs.CHECKPOINT}: train it first (ravit train)")
-    state = load_checkpoint(path)
-    model = model_from_state(state, str(path)).to(device).eval()
-    _, expected = runfs.read_config(run)
-    expected = ModelConfig.from_dict(expected)
-    if model.cfg != expected:
-        raise ValueError(
-            f"{path} holds a model {model.cfg.layers!r} that is not the one "
-            f"{run / runfs.CONFIG} describes ({expected.layers!r}): a checkpoint of another model"
-        )
-    if "data" not in state:
-        raise ValueError(f"{path} has no data section: not written by ravit train")
-    state.pop("model")
-    return model, state
 
 
 def eval_transform(model: RAViT, info: dict) -> Callable:
@@ -136,14 +76,13 @@ def eval_transform(model: RAViT, info: dict) -> Callable:
 def split_data(run: Path, spec: str, split: str):
     """The data of a split: "test", or "val" (the run's own carved indices)."""
     from ravit.data import load_data
-    from ravit.training import run as runfs
 
     if split == "test":
         return load_data(spec, "test")
     if split != "val":
         raise ValueError(f"unknown split {split!r}; expected 'val' or 'test'")
     full = load_data(spec, "train")
-    indices = runfs.read_json(run / runfs.SPLIT)["val_indices"]
+    indices = folder.read_split(run)
     if not indices:
         raise ValueError(f"{run} was trained with data.val_size=0: it has no validation split")
     if max(indices) >= len(full):
@@ -162,11 +101,11 @@ def evaluate_run(
 ) -> RunEvaluation:
     """Every exit's logits of a run on a split, computed once and cached in RUN/cache/."""
     run = Path(run)
-    model, state = load_run_model(run, device)
+    model, state = folder.load_run_model(run, device)
     info = state["data"]
     spec = data_spec or info["spec"]
     key = cache_key(spec=spec, split=split, epoch=state["epoch"], cfg=model.cfg.to_dict())
-    path = run / "cache" / f"logits-{split}-{key}.pt"
+    path = cache_path(run, split, key)
     cached = load_cached(path, key)
     if cached is not None:
         return RunEvaluation(run, split, cached, model, info["classes"], True)

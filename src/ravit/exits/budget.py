@@ -204,3 +204,25 @@ class BudgetController:
         low, high = ((b - staying) / h for b in band)
         u = min(max(self._target, low), high)
         self.knob = min(max(u - self.drift, self.table.min_fraction), 1.0)
+
+
+def parse_budget(text: str, total_flops: int) -> float:
+    """A budget as people write it -> absolute FLOPs per image.
+
+    '0.7' or '70%' are fractions of the full path (`total_flops`); '60M',
+    '1.2G' and '6e7' (any number above 1) are FLOPs.
+    """
+    t = text.strip().upper()
+    scale = {"%": 0.01 * total_flops, "M": 1e6, "G": 1e9}.get(t[-1:]) if t else None
+    try:
+        value = float(t[:-1] if scale else t)
+    except ValueError:
+        raise ValueError(
+            f"budget {text!r}: expected a fraction of the full path (0.7 or 70%) or FLOPs "
+            "(60M, 1.2G, 6e7)"
+        ) from None
+    if not value > 0:
+        raise ValueError(f"budget {text!r} must be positive")
+    if scale:
+        return value * scale
+    return value * total_flops if value <= 1 else value

@@ -29,7 +29,8 @@ import torch
 from ravit.cost import ModelCost
 from ravit.exits.rule import decode_threshold as _decode
 from ravit.exits.rule import encode_threshold as _encode
-from ravit.exits.simulate import EarlyExitResult, exit_scores, simulate
+from ravit.exits.rule import first_exit
+from ravit.exits.simulation import EarlyExitResult, exit_scores, simulate
 
 PAIR_CANDIDATES = 32  # evenly spaced ranks tried first for one threshold of a pair
 MAX_ROUNDS = 100  # coordinate-ascent rounds; every accepted move strictly improves
@@ -100,11 +101,8 @@ class _Problem:
         return self.scores.shape[1]
 
     def decide(self, taus: Sequence[float]) -> np.ndarray:
-        """`exit_decisions`, specialised: the first exit whose score is below its threshold."""
-        taken = np.full(self.n, len(taus), dtype=np.int64)
-        for e in reversed(range(len(taus))):
-            taken = np.where(self.scores[e] < taus[e], e, taken)
-        return taken
+        """The exit each image takes at these thresholds (`first_exit`)."""
+        return first_exit(self.scores, taus)
 
     def right(self, taken: np.ndarray) -> int:
         return int(np.take_along_axis(self.correct, taken[None], 0).sum())
@@ -159,11 +157,8 @@ class _Objective:
         return right >= self.bound
 
     def keys(self, right, total):
-        """(primary, secondary), both to maximise."""
+        """(primary, secondary), both to maximise: of one candidate or of arrays of them."""
         return (right, total) if self.kind == "budget" else (-total, right)
-
-    def key(self, right: int, total: int) -> tuple[int, int]:
-        return self.keys(right, total)
 
 
 def _best(obj: _Objective, right: np.ndarray, total: np.ndarray) -> int | None:
@@ -231,7 +226,7 @@ def _pair_search(p: _Problem, taus: list[float], e: int, f: int, obj: _Objective
         if k not in seen:
             trial = [*taus[:e], _tau(s, k), *taus[e + 1 :]]
             found = _scan(p, trial, f, obj)
-            key = None if found is None else obj.key(*found[1:])
+            key = None if found is None else obj.keys(*found[1:])
             seen[k] = (key, [*trial[:f], found[0], *trial[f + 1 :]] if found else None)
         return seen[k][0]
 
@@ -257,13 +252,13 @@ def _pair_search(p: _Problem, taus: list[float], e: int, f: int, obj: _Objective
 def _ascend(p: _Problem, obj: _Objective, taus: Sequence[float]) -> list[float]:
     """Coordinate ascent from a feasible start until no single or pair move gains."""
     taus = list(taus)
-    current = obj.key(*p.evaluate(taus))
+    current = obj.keys(*p.evaluate(taus))
     for _ in range(MAX_ROUNDS):
         moved = False
         for e in range(len(taus)):
             found = _scan(p, taus, e, obj)
-            if found is not None and obj.key(*found[1:]) > current:
-                taus[e], current, moved = found[0], obj.key(*found[1:]), True
+            if found is not None and obj.keys(*found[1:]) > current:
+                taus[e], current, moved = found[0], obj.keys(*found[1:]), True
         for e, f in itertools.permutations(range(len(taus)), 2):
             pair, key = _pair_search(p, taus, e, f, obj)
             if pair is not None and key > current:
@@ -321,7 +316,7 @@ def _solve_budget(p: _Problem, budget: float) -> list[float]:
     if num_early > 1:
         starts.append([math.inf] + [0.0] * (num_early - 1))
     ends = [_ascend(p, obj, s) for s in starts]
-    return max(ends, key=lambda t: obj.key(*p.evaluate(t)))
+    return max(ends, key=lambda t: obj.keys(*p.evaluate(t)))
 
 
 def _calibration(logits, labels, cost, policy, scores, taus, target) -> Calibration:

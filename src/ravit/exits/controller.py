@@ -32,7 +32,8 @@ from ravit.cost import ModelCost
 from ravit.exits.budget import BudgetController, ControlTable, _int
 from ravit.exits.calibration import _prepare, _solve_budget
 from ravit.exits.policy import exit_score
-from ravit.exits.simulate import exit_scores
+from ravit.exits.rule import first_exit
+from ravit.exits.simulation import exit_scores
 
 
 def _score_caps(logits: Sequence[torch.Tensor], scores: torch.Tensor, policy: str) -> np.ndarray:
@@ -140,7 +141,7 @@ def simulate_stream(
         raise ValueError(f"policy {policy!r} differs from the table's {table.policy!r}")
     ctl = copy.deepcopy(controller)
     scores = exit_scores([lg.detach().cpu() for lg in logits], table.policy).numpy()
-    n, last = scores.shape[1], len(logits) - 1
+    n = scores.shape[1]
     changes = _schedule(schedule, n)
     if labels is not None and tuple(labels.shape) != (n,):
         raise ValueError(f"labels of shape {tuple(labels.shape)} for {n} images: expected ({n},)")
@@ -149,8 +150,7 @@ def simulate_stream(
         if i in changes:
             ctl.set_target(changes[i])
         taus = ctl.thresholds
-        below = scores[:last, i] < np.asarray(taus, dtype=np.float32)  # as torch compares
-        e = int(np.argmax(below)) if below.any() else last  # the first exit left
+        e = int(first_exit(scores[:, i], taus))  # the exit this image leaves at
         rows["exit"].append(e)
         rows["target"].append(ctl.target)
         rows["knob"].append(ctl.knob)
@@ -179,3 +179,44 @@ def _trace(rows: dict, ctl: BudgetController, cost: ModelCost, logits, labels) -
         thresholds=taus,
         correct=correct,
     )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """How a stream kept one target, from the image it was set on to the next change."""
+
+    target: float  # fraction of the full path
+    start: int  # first image under this target
+    end: int  # one past the last
+    final_average: float  # the window average at the segment's last image
+    settled_after: int | None  # images after the change until the error stays in the band
+    worst_after: int  # images after the change from which `worst_error` is measured
+    worst_error: float  # the largest relative error from then on (nan: segment too short)
+
+
+def settled_after(errors: Sequence[float], band: float) -> int | None:
+    """How many images after a change the relative error stays within band (None: never)."""
+    for i in range(len(errors) - 1, -1, -1):
+        if errors[i] > band:
+            return i + 1 if i + 1 < len(errors) else None
+    return 0
+
+
+def segments(
+    trace: StreamTrace, schedule: Sequence[tuple[int, float]], band: float
+) -> list[Segment]:
+    """Per target change of `schedule` (as given to `simulate_stream`): how it was kept.
+
+    The worst error is measured once a full window has passed after the change
+    (or from the change on, for a window longer than the segment: nan).
+    """
+    err = trace.relative_error()
+    n, out = len(err), []
+    for i, (start, target) in enumerate(schedule):
+        end = schedule[i + 1][0] if i + 1 < len(schedule) else n
+        settle = min(end, start + trace.window)
+        worst = float(err[settle:end].max()) if settle < end else float("nan")
+        out.append(Segment(target, start, end, float(trace.window_average[end - 1]),
+                           settled_after(err[start:end].tolist(), band), settle - start,
+                           worst))  # fmt: skip
+    return out

@@ -1,8 +1,8 @@
 """Exit scores and the exit rule, as pure functions on logits.
 
 Every policy maps logits to a score where *lower means more confident*, and
-an image leaves exit i when score < threshold_i. A threshold of 0 therefore
-never exits (no score is negative), which is the paper's "no early exit".
+an image leaves exit i when score < threshold_i (`ravit.exits.rule.leaves`).
+A threshold of 0 therefore never exits (no score is negative), which is the paper's "no early exit".
 
 - "entropy": the softmax entropy H = -sum p log p (the paper), in nats.
 - "normalized-entropy": H / log(num_classes), in [0, 1] for any class count,
@@ -22,7 +22,7 @@ import torch
 
 from ravit.exits.rule import POLICIES, check_policy, normalize_thresholds
 
-__all__ = ["EXIT_SCORES", "POLICIES", "entropy", "exit_mask", "exit_score", "normalize_thresholds"]
+__all__ = ["EXIT_SCORES", "POLICIES", "entropy", "exit_score", "normalize_thresholds"]
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -49,8 +49,3 @@ EXIT_SCORES = {
 
 def exit_score(logits: torch.Tensor, policy: str = "entropy") -> torch.Tensor:
     return EXIT_SCORES[check_policy(policy)](logits)
-
-
-def exit_mask(score: torch.Tensor, threshold: float) -> torch.Tensor:
-    """True where the image leaves: score strictly below the threshold."""
-    return score < threshold

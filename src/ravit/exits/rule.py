@@ -7,9 +7,12 @@ same comparison. The torch scores live in `ravit.exits.policy`; the NumPy
 ones here follow them operation by operation, in float32, and the tests
 hold the two to float32 rounding (tests/test_export.py).
 
-An image leaves exit i when score_i < tau_i, the score a float32 value and
-tau_i rounded to float32 for the comparison (as torch compares a float32
-tensor with a Python float). tau = 0 never exits, tau = inf always does.
+The rule itself is `leaves` (one exit) and `first_exit` (all exits at once):
+an image leaves exit i when score_i < tau_i, the score a float32 value and
+tau_i rounded to float32 for the comparison. tau = 0 never exits, tau = inf
+always does. Every backend decides through these two functions: the batched
+model (`RAViT.early_exit`) and the streaming runner on torch scores, the
+exported runtime, calibration, simulation and the controller on NumPy ones.
 """
 
 from __future__ import annotations
@@ -104,6 +107,29 @@ def exit_score_np(logits: np.ndarray, policy: str = "entropy") -> np.ndarray:
     return EXIT_SCORES_NP[check_policy(policy)](logits)
 
 
-def exit_mask_np(score: np.ndarray, threshold: float) -> np.ndarray:
-    """True where the image leaves: score strictly below the threshold (in float32)."""
-    return score < np.float32(threshold)
+def leaves(score, threshold: float):
+    """The exit rule at one exit: True where the image leaves, score < threshold.
+
+    `score` is a float32 torch tensor, a float32 NumPy array or a Python float
+    (one image's float32 score); the threshold is rounded to float32 first,
+    so that every backend compares the same two float32 values.
+    """
+    return score < float(np.float32(threshold))
+
+
+def first_exit(scores, thresholds: Sequence[float]) -> np.ndarray:
+    """The exit that answers each image: the first i whose score is below tau_i, else the last.
+
+    scores: (E, N) float32 scores of every exit (NumPy, or a CPU torch tensor);
+    thresholds: one per early exit (E - 1). Returns (N,) int64 exit indices.
+    """
+    scores = np.asarray(scores, dtype=np.float32)
+    num_exits = scores.shape[0]
+    if len(thresholds) != num_exits - 1:
+        raise ValueError(
+            f"{len(thresholds)} thresholds for {num_exits} exits: expected one per early exit"
+        )
+    taken = np.full(scores.shape[1:], num_exits - 1, dtype=np.int64)
+    for e in reversed(range(num_exits - 1)):
+        taken = np.where(leaves(scores[e], thresholds[e]), e, taken)
+    return taken

@@ -2,8 +2,8 @@
 
 `export_onnx(run, out)` (torch, onnx and onnxruntime) writes the folder and
 checks it against PyTorch (`export_model` does it for any RAViT in memory);
-`manifest` (no torch) is the folder's contract with `ravit.runtime.exported`.
-docs/deploy.md describes both.
+the manifest's format, which `ravit.runtime.exported` reads, is
+`ravit.runtime.manifest`. docs/deploy.md describes both.
 """
 
 from ravit._lazy import lazy_exports
@@ -11,7 +11,7 @@ from ravit._lazy import lazy_exports
 __all__ = lazy_exports(
     __name__,
     {
+        "choices": ["EXPORTERS"],
         "exporter": ["ExportReport", "ParityError", "check_parity", "export_model", "export_onnx"],
-        "manifest": ["read_manifest"],
     },
 )

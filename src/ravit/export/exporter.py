@@ -37,13 +37,14 @@ import torch
 from torch import nn
 
 from ravit.cost import model_cost
-from ravit.evaluation import eval_transform, load_run_model
-from ravit.exits.rule import decode_threshold, encode_threshold
-from ravit.export.manifest import FORMAT, MANIFEST, VERSION, exit_graph_name
+from ravit.evaluation import eval_transform
+from ravit.exits.rule import encode_threshold
+from ravit.export.choices import EXPORTERS
 from ravit.models import RAViT
 from ravit.models.ravit import resize
+from ravit.runs.folder import THRESHOLDS, load_run_model, saved_calibration
+from ravit.runtime.manifest import FORMAT, MANIFEST, VERSION, exit_graph_name
 
-EXPORTERS = ("torchscript", "dynamo")
 PARITY_TOLERANCE = 1e-4
 CHECK_IMAGES = 64
 OPSET = 17  # LayerNormalization is one ONNX op from opset 17 on
@@ -265,15 +266,12 @@ def _opset(path: Path) -> int:
 
 def _saved_early_exit(run: Path) -> dict | None:
     """The run's calibrated thresholds (`ravit calibrate`) as the manifest holds them."""
-    from ravit.training import run as runfs
-
-    saved = runfs.read_thresholds(run)
-    if saved is None:
+    cal = saved_calibration(run)
+    if cal is None:
         return None
-    cal = saved["calibration"]
-    taus = [encode_threshold(decode_threshold(t)) for t in cal["thresholds"]]
-    return {"policy": cal["policy"], "thresholds": taus, "target": cal["target"],
-            "source": str(run / runfs.THRESHOLDS)}  # fmt: skip
+    taus = [encode_threshold(t) for t in cal.thresholds]
+    return {"policy": cal.policy, "thresholds": taus, "target": cal.target,
+            "source": str(run / THRESHOLDS)}  # fmt: skip
 
 
 def _manifest(model, data_info, exporter, early_exit, control_table, source) -> dict:

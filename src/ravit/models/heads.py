@@ -5,10 +5,11 @@ N = g x g patch tokens row by row (g = resolution / patch size), and returns
 logits (B, classes). The paper's head is `LinearHead`; the others are the
 exit branches that Bakhtiarnia, Zhang and Iosifidis ("Multi-exit vision
 transformer for dynamic inference", 2021) propose for ViT backbones, with the
-sizes chosen in docs/exit-heads.md. Each head's `macs` is its analytic
-multiply-accumulate count per image (matmuls and convolutions only, as the
-paper's layer formula; LayerNorm, GELU, pooling and additions are not
-counted), which ravit.cost adds to the exit's cumulative cost. Heads are
+sizes chosen in docs/exit-heads.md. Each head's analytic multiply-accumulate
+count per image (matmuls and convolutions only, as the paper's layer
+formula; LayerNorm, GELU, pooling and additions are not counted) is
+`ravit.cost.HEAD_MACS`, which the cost model adds to the exit's cumulative
+cost; `HeadSpec`, what a head knows of its branch, lives there too. Heads are
 plain modules of the tokens alone, with every shape fixed at construction:
 no data-dependent control flow, so that a branch and its head export as one
 graph.
@@ -16,70 +17,23 @@ graph.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from ravit.config import ModelConfig
-from ravit.cost import layer_macs
+from ravit.config import EXIT_HEADS
+from ravit.cost import HEAD_MACS, HeadSpec, head_macs
 from ravit.layers import Block, Mlp
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """What a head needs to know about its branch: widths, classes and the patch grid."""
-
-    dim: int  # D
-    num_classes: int  # C
-    grid: int  # g: the patch tokens form a g x g grid
-    mlp_dim: int  # H, the encoder's MLP width
-    num_heads: int
-    dropout: float = 0.0
-    fused_attention: bool = True
-
-    @classmethod
-    def of(cls, cfg: ModelConfig, branch: int) -> HeadSpec:
-        """The spec of the head of branch `branch` (0-based, among all branches)."""
-        return cls(
-            dim=cfg.embed_dim,
-            num_classes=cfg.num_classes,
-            grid=cfg.branches[branch].resolution // cfg.patch_size,
-            mlp_dim=cfg.mlp_dim,
-            num_heads=cfg.num_heads,
-            dropout=cfg.dropout,
-            fused_attention=cfg.fused_attention,
-        )
-
-    @property
-    def tokens(self) -> int:
-        """T = 1 + g^2: the CLS token and the patch tokens."""
-        return 1 + self.grid * self.grid
-
-    @property
-    def conv_channels(self) -> int:
-        """K, the convolutional heads' width: D / 4 (a quarter of the tokens' width)."""
-        return max(1, self.dim // 4)
-
-    @property
-    def pooled(self) -> int:
-        """p = ceil(g / 2): the side of the grid after the 2 x 2 max pool."""
-        return math.ceil(self.grid / 2)
 
 
 class ExitHead(nn.Module):
     """Base of the exit heads: tokens (B, 1 + N, D) -> logits (B, C)."""
 
+    name: str  # the head's name in ravit.config.EXIT_HEADS and ravit.cost.HEAD_MACS
+
     @classmethod
     def from_spec(cls, spec: HeadSpec) -> ExitHead:
         """Build the head for `spec`; heads whose constructor takes the spec need no override."""
         return cls(spec)
-
-    @staticmethod
-    def macs(spec: HeadSpec) -> int:
-        """Multiply-accumulates per image (matmuls and convolutions)."""
-        raise NotImplementedError
 
 
 class LinearHead(ExitHead):
@@ -91,6 +45,8 @@ class LinearHead(ExitHead):
     the paper's cost model).
     """
 
+    name = "linear"
+
     def __init__(self, *, dim: int, num_classes: int):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
@@ -100,10 +56,6 @@ class LinearHead(ExitHead):
     def from_spec(cls, spec: HeadSpec) -> LinearHead:
         return cls(dim=spec.dim, num_classes=spec.num_classes)
 
-    @staticmethod
-    def macs(spec: HeadSpec) -> int:
-        return spec.dim * spec.num_classes
-
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         # tokens: (B, 1 + N, D); the CLS token is token 0.
         return self.fc(self.norm(tokens[:, 0]))
@@ -112,6 +64,8 @@ class LinearHead(ExitHead):
 class MlpHead(ExitHead):
     """MLP on the CLS token: LayerNorm, D -> H, GELU, H -> C (H the encoder's MLP width)."""
 
+    name = "mlp"
+
     def __init__(self, spec: HeadSpec):
         super().__init__()
         self.norm = nn.LayerNorm(spec.dim)
@@ -119,10 +73,6 @@ class MlpHead(ExitHead):
         self.act = nn.GELU()
         self.drop = nn.Dropout(spec.dropout)
         self.fc2 = nn.Linear(spec.mlp_dim, spec.num_classes)
-
-    @staticmethod
-    def macs(spec: HeadSpec) -> int:
-        return spec.dim * spec.mlp_dim + spec.mlp_dim * spec.num_classes
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.drop(self.act(self.fc1(self.norm(tokens[:, 0])))))
@@ -149,6 +99,8 @@ class ResMlpHead(ExitHead):
     (initialised at 0.1, as in ResMLP).
     """
 
+    name = "resmlp"
+
     def __init__(self, spec: HeadSpec):
         super().__init__()
         d = spec.dim
@@ -161,11 +113,6 @@ class ResMlpHead(ExitHead):
         self.scale2 = nn.Parameter(torch.full((d,), 0.1))
         self.aff3 = Affine(d)
         self.fc = nn.Linear(d, spec.num_classes)
-
-    @staticmethod
-    def macs(spec: HeadSpec) -> int:
-        t, d = spec.tokens, spec.dim
-        return t * t * d + 2 * t * d * spec.mlp_dim + d * spec.num_classes
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         z = self.norm(tokens)  # (B, T, D)
@@ -195,13 +142,6 @@ class _ConvHead(ExitHead):
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
         self.fc = nn.Linear(k * spec.pooled * spec.pooled, spec.num_classes)
 
-    @classmethod
-    def macs(cls, spec: HeadSpec) -> int:
-        """Convolution (counted at every output position, padding included) + classifier."""
-        g, k = spec.grid, spec.conv_channels
-        conv = 9 * (spec.dim + cls.extra_channels) * k * g * g
-        return conv + k * spec.pooled * spec.pooled * spec.num_classes
-
     def to_grid(self, patches: torch.Tensor) -> torch.Tensor:
         b, n, d = patches.shape
         # (B, N, D) -> (B, D, N) -> (B, D, g, g): token r * g + c is grid cell (r, c)
@@ -215,6 +155,8 @@ class _ConvHead(ExitHead):
 class CnnIgnoreHead(_ConvHead):
     """Convolutions over the patch tokens reshaped to a g x g grid; the CLS token is ignored."""
 
+    name = "cnn-ignore"
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         z = self.norm(tokens)
         return self.classify(self.to_grid(z[:, 1:]))
@@ -222,6 +164,8 @@ class CnnIgnoreHead(_ConvHead):
 
 class CnnAddHead(_ConvHead):
     """Convolutions over the patch grid with the CLS token added to every patch token."""
+
+    name = "cnn-add"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         z = self.norm(tokens)
@@ -236,15 +180,13 @@ class CnnProjectHead(_ConvHead):
     D + 1 channels.
     """
 
+    name = "cnn-project"
+
     extra_channels = 1
 
     def __init__(self, spec: HeadSpec):
         super().__init__(spec)
         self.project = nn.Linear(spec.dim, spec.grid * spec.grid)
-
-    @classmethod
-    def macs(cls, spec: HeadSpec) -> int:
-        return spec.dim * spec.grid * spec.grid + super().macs(spec)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         z = self.norm(tokens)
@@ -257,6 +199,8 @@ class VitHead(ExitHead):
     """One more transformer layer (the encoder's own kind) over all tokens, then the linear
     head on its CLS token."""
 
+    name = "vit"
+
     def __init__(self, spec: HeadSpec):
         super().__init__()
         self.block = Block(
@@ -267,10 +211,6 @@ class VitHead(ExitHead):
             fused_attention=spec.fused_attention,
         )
         self.head = LinearHead(dim=spec.dim, num_classes=spec.num_classes)
-
-    @staticmethod
-    def macs(spec: HeadSpec) -> int:
-        return layer_macs(spec.tokens, spec.dim, spec.mlp_dim) + LinearHead.macs(spec)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.block(tokens))
@@ -285,27 +225,17 @@ class MixerHead(ExitHead):
     Linear(mean over tokens of LN(x)).
     """
 
+    name = "mixer"
+
     def __init__(self, spec: HeadSpec):
         super().__init__()
         d = spec.dim
         self.norm1 = nn.LayerNorm(d)
-        self.token_mlp = Mlp(
-            dim=spec.tokens, hidden_dim=self.token_hidden(spec), dropout=spec.dropout
-        )
+        self.token_mlp = Mlp(dim=spec.tokens, hidden_dim=spec.token_hidden, dropout=spec.dropout)
         self.norm2 = nn.LayerNorm(d)
         self.channel_mlp = Mlp(dim=d, hidden_dim=spec.mlp_dim, dropout=spec.dropout)
         self.norm = nn.LayerNorm(d)
         self.fc = nn.Linear(d, spec.num_classes)
-
-    @staticmethod
-    def token_hidden(spec: HeadSpec) -> int:
-        return max(1, spec.dim // 2)
-
-    @staticmethod
-    def macs(spec: HeadSpec) -> int:
-        t, d = spec.tokens, spec.dim
-        token = 2 * d * t * MixerHead.token_hidden(spec)
-        return token + 2 * t * d * spec.mlp_dim + d * spec.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, T, D) -> (B, D, T): the token MLP mixes across tokens -> back to (B, T, D)
@@ -314,17 +244,16 @@ class MixerHead(ExitHead):
         return self.fc(self.norm(x).mean(dim=1))
 
 
-# Name -> class; the names are ravit.config.EXIT_HEADS, in the same order.
+# Name -> class, in the order of ravit.config.EXIT_HEADS (the torch-free list that
+# configs are checked against; the import fails if the two ever part).
 HEADS: dict[str, type[ExitHead]] = {
-    "linear": LinearHead,
-    "mlp": MlpHead,
-    "resmlp": ResMlpHead,
-    "cnn-ignore": CnnIgnoreHead,
-    "cnn-add": CnnAddHead,
-    "cnn-project": CnnProjectHead,
-    "vit": VitHead,
-    "mixer": MixerHead,
-}
+    cls.name: cls
+    for cls in (LinearHead, MlpHead, ResMlpHead, CnnIgnoreHead, CnnAddHead, CnnProjectHead,
+                VitHead, MixerHead)
+}  # fmt: skip
+if tuple(HEADS) != EXIT_HEADS or tuple(HEAD_MACS) != EXIT_HEADS:
+    raise ImportError(f"exit heads {list(HEADS)} and their MACs {list(HEAD_MACS)} are not "
+                      f"ravit.config.EXIT_HEADS {list(EXIT_HEADS)}")  # fmt: skip
 
 
 def build_head(name: str, spec: HeadSpec) -> ExitHead:
@@ -332,13 +261,6 @@ def build_head(name: str, spec: HeadSpec) -> ExitHead:
     if name not in HEADS:
         raise ValueError(f"unknown exit head {name!r}; expected one of {', '.join(HEADS)}")
     return HEADS[name].from_spec(spec)
-
-
-def head_macs(name: str, spec: HeadSpec) -> int:
-    """Analytic MACs per image of the head `name` on a branch described by `spec`."""
-    if name not in HEADS:
-        raise ValueError(f"unknown exit head {name!r}; expected one of {', '.join(HEADS)}")
-    return HEADS[name].macs(spec)
 
 
 __all__ = ["HEADS", "ExitHead", "HeadSpec", "LinearHead", "build_head", "head_macs"]

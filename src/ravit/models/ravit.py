@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ravit.config import ModelConfig
-from ravit.exits import entropy, exit_mask, exit_score, normalize_thresholds
+from ravit.exits.policy import entropy, exit_score
+from ravit.exits.rule import leaves, normalize_thresholds
 from ravit.models.branch import Branch
 from ravit.models.heads import HeadSpec, build_head
 
@@ -136,7 +137,7 @@ class RAViT(nn.Module):
             if e == last:
                 parts.append(_ExitPart(e, pos, logits, ent, score))
                 break
-            leave = exit_mask(score, taus[e])
+            leave = leaves(score, taus[e])
             go = leave.nonzero().squeeze(1)  # (k,) batch rows leaving here
             if go.numel() == 0:
                 continue

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ravit.checkpoint import atomic_write
+from ravit.runs.io import atomic_write
 
 if TYPE_CHECKING:
     from ravit.exits import StreamTrace

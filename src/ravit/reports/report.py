@@ -19,9 +19,11 @@ from pathlib import Path
 
 from ravit.cost import ModelCost, format_flops, model_cost
 from ravit.data.specs import parse_data_spec
-from ravit.evaluation import ExitLogits, evaluate_run
+from ravit.evaluation import evaluate_run
 from ravit.exits import EarlyExitResult, calibrate_budget, simulate, sweep
-from ravit.training import run as runfs
+from ravit.runs import folder as runfs
+from ravit.runs.cache import ExitLogits
+from ravit.runs.io import write_text
 
 PAPER_TAUS = (0.05, 0.15)  # the raw entropy thresholds of the paper's Table I
 BUDGETS = (0.72, 0.61)  # Table I's early-exit operating points, of the reference's FLOPs
@@ -98,7 +100,7 @@ def load_results(
     results = []
     for path, run_cfg in configs:
         test = evaluate_run(path, split="test", progress=progress)
-        has_val = bool(runfs.read_json(path / runfs.SPLIT).get("val_indices"))
+        has_val = bool(runfs.read_split(path))
         val = evaluate_run(path, split="val", progress=progress) if has_val else None
         train, data = dict(run_cfg["train"]), dict(run_cfg["data"])
         seed = int(train.pop("seed"))
@@ -231,7 +233,7 @@ def build_report(
     ]
     text = report_markdown(title, groups, ref, table, files, out)
     files.append(out / "report.md")
-    runfs.write_text(out / "report.md", text)
+    write_text(out / "report.md", text)
     return Report(out, groups, ref, table, files)
 
 
@@ -314,7 +316,7 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    runfs.write_text(path, buf.getvalue())
+    write_text(path, buf.getvalue())
     return path
 
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ravit.training import fit, resolve_config
-from ravit.training import run as runfs
-from ravit.training.config import RunConfig, build_model_config, read_yaml_file
+from ravit.config import RunConfig, build_model_config, read_yaml_file, resolve_config
+from ravit.runs import folder as runfs
+from ravit.training import fit
 
 SUITE_KEYS = ("name", "description", "config", "runs")
 GROUP_KEYS = ("layers", "grid", "seeds")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ravit.cost import ModelCost, format_flops
-from ravit.exits import EarlyExitResult
+from ravit.exits.simulation import EarlyExitResult
 
 
 def anytime_table(cost: ModelCost, accuracy: Sequence[float]) -> str:
@@ -20,18 +20,28 @@ def anytime_table(cost: ModelCost, accuracy: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def early_exit_table(results: Sequence[EarlyExitResult], policy: str = "entropy") -> str:
-    """One row per threshold setting: accuracy, average FLOPs, exit fractions."""
+def early_exit_table(
+    results: Sequence[EarlyExitResult],
+    policy: str = "entropy",
+    notes: Sequence[str] | None = None,
+) -> str:
+    """One row per threshold setting: accuracy, average FLOPs, exit fractions.
+
+    notes: one per row, printed after it ("<- test"), e.g. which split it is on.
+    """
+    if notes is not None and len(notes) != len(results):
+        raise ValueError(f"{len(notes)} notes for {len(results)} rows: expected one per row")
     lines = [
         f"{policy + ' thresholds':<22} {'accuracy':>9} {'avg FLOPs':>10} {'% full':>7}  "
         "leaving at each exit"
     ]
-    for r in results:
+    for i, r in enumerate(results):
         taus = ",".join(_tau(t) for t in r.thresholds) or "-"
         fr = " ".join(f"{100 * f:5.1f}%" for f in r.exit_fractions)
+        note = f"   <- {notes[i]}" if notes is not None else ""
         lines.append(
             f"{taus:<22} {100 * r.accuracy:>8.2f}% {format_flops(r.avg_flops):>10} "
-            f"{100 * r.flops_ratio:>6.1f}%  {fr}"
+            f"{100 * r.flops_ratio:>6.1f}%  {fr}{note}"
         )
     return "\n".join(lines)
 

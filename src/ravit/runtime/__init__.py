@@ -6,10 +6,12 @@
   image at a time, with thresholds that may change between images.
 - Files: `load_image`, `collect_image_paths` and `predict` (docs/runtime.md).
 - Exported: `ravit.runtime.exported.OnnxRAViT`, the same early exit on
-  onnxruntime without torch (docs/deploy.md).
+  onnxruntime without torch (docs/deploy.md), reading the export folder's
+  manifest (`ravit.runtime.manifest`).
 
-The names below load on first use (`ravit._lazy`): `images`, `records` and
-`exported` need no torch, and importing them does not import it.
+Deployment needs no trainer: nothing here imports `ravit.training`. The
+names below load on first use (`ravit._lazy`): `images`, `records`,
+`manifest` and `exported` need no torch, and importing them does not import it.
 """
 
 from ravit._lazy import lazy_exports
@@ -18,7 +20,7 @@ __all__ = lazy_exports(
     __name__,
     {
         "images": ["IMAGE_EXTENSIONS", "collect_image_paths", "load_image", "read_image"],
-        "predict": ["predict"],
+        "prediction": ["predict"],
         "records": ["PredictError", "Prediction"],
         "streaming": ["StreamingRunner", "StreamResult"],
     },

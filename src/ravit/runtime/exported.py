@@ -35,11 +35,11 @@ from ravit.exits.rule import (
     EXIT_SCORES_NP,
     check_policy,
     entropy_np,
-    exit_mask_np,
+    leaves,
     normalize_thresholds,
 )
-from ravit.export.manifest import exit_graphs, read_manifest, saved_thresholds
 from ravit.runtime.images import collect_image_paths
+from ravit.runtime.manifest import exit_graphs, read_manifest, saved_thresholds
 from ravit.runtime.records import PredictError, Prediction, answer_files, check_batch_size
 
 
@@ -245,7 +245,7 @@ class OnnxRAViT:
             if e == last:
                 out.put(pos, e, logits, ent, score)
                 break
-            leave = exit_mask_np(score, taus[e])
+            leave = leaves(score, taus[e])
             if not leave.any():
                 continue
             if leave.all():  # everyone left: no later graph runs

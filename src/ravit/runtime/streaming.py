@@ -3,9 +3,10 @@
 `RAViT.early_exit` is the batched procedure (it compacts the batch after each
 exit). For one image at a time, a stream from a camera or a request queue,
 its bookkeeping (masks, index tensors, scatters) costs more than the exit
-decision itself, so `StreamingRunner` runs a leaner loop: the resize sizes
-are worked out once, the score is turned into a Python float and compared
-with a Python float, and nothing is indexed by a mask. It gives the same
+decision itself, so `StreamingRunner` runs a leaner loop over the model's
+own exits (`RAViT.forward_exit`): the score is turned into a Python float
+and decided by the same rule (`ravit.exits.rule.leaves`), and nothing is
+indexed by a mask. It gives the same
 answers as `early_exit` on the same image (up to the last bits of float
 arithmetic that a different batch size can change).
 
@@ -24,9 +25,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ravit.exits import EXIT_SCORES, POLICIES, entropy, normalize_thresholds
+from ravit.exits.policy import EXIT_SCORES, POLICIES, entropy
+from ravit.exits.rule import leaves, normalize_thresholds
 from ravit.models import RAViT
 
 
@@ -71,11 +72,6 @@ class StreamingRunner:
         self.model = model
         cfg = model.cfg
         self._shape = (cfg.in_chans, cfg.image_size, cfg.image_size)
-        # Per exit: the branch, its head, and the side to resize to (None: the input's own).
-        self._steps = [
-            (branch, head, None if branch.resolution == cfg.image_size else branch.resolution)
-            for branch, head in zip(model.branches, model.heads)
-        ]
         self.thresholds = thresholds
         self.policy = policy
 
@@ -86,7 +82,7 @@ class StreamingRunner:
 
     @thresholds.setter
     def thresholds(self, value: float | Sequence[float] | None) -> None:
-        self._taus = normalize_thresholds(value, len(self._steps))
+        self._taus = normalize_thresholds(value, self.model.num_exits)
 
     @property
     def policy(self) -> str:
@@ -108,25 +104,17 @@ class StreamingRunner:
 
     def _run(self, image: torch.Tensor) -> StreamResult:
         model, taus, score_fn = self.model, self._taus, self._score
-        x = image.to(model.cls_token.device).unsqueeze(0)  # (1, C, S, S)
-        cls = model.cls_token  # (1, D): the learned CLS token, batch 1
-        last = len(self._steps) - 1
-        for e, (branch, head, size) in enumerate(self._steps):
-            xi = x if size is None else _resize(x, size)
-            tokens = branch(xi, cls)  # (1, 1 + N, D)
-            logits = head(tokens)  # (1, classes)
+        cls = model.initial_cls(1)  # (1, D): the learned CLS token, batch 1
+        x = image.to(cls.device).unsqueeze(0)  # (1, C, S, S)
+        last = model.num_exits - 1
+        for e in range(model.num_exits):
+            logits, cls = model.forward_exit(e, x, cls)  # (1, classes), (1, D)
             if e == last:
                 break
             tau = taus[e]
             # tau 0 never exits and tau inf always does: no score needed to decide.
-            if tau > 0.0 and (tau == float("inf") or float(score_fn(logits)) < tau):
+            if tau > 0.0 and (tau == float("inf") or leaves(float(score_fn(logits)), tau)):
                 break
-            cls = tokens[:, 0]
         ent = entropy(logits)
         score = ent if score_fn is entropy else score_fn(logits)
         return StreamResult(int(logits.argmax()), e, float(ent), float(score), logits[0])
-
-
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """The same antialiased bilinear resize as `ravit.models.ravit.resize`, minus its checks."""
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -1,6 +1,10 @@
-"""Training: run config, loss, schedule, the loop and the run folder."""
+"""Training: loss, schedule, the loop (alone or under torchrun), distillation.
 
-from ravit.training.config import RunConfig, resolve_config
-from ravit.training.loop import fit, select_device
+`resolve_config` (from `ravit.config`) is here too: it and `fit` are all a
+training script needs.
+"""
 
-__all__ = ["RunConfig", "fit", "resolve_config", "select_device"]
+from ravit.config import RunConfig, resolve_config
+from ravit.training.loop import fit
+
+__all__ = ["RunConfig", "fit", "resolve_config"]

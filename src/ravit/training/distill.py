@@ -22,20 +22,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ravit.config import ModelConfig
+from ravit.config import ModelConfig, RunConfig, build_model_config, resolve_config
 from ravit.data import load_data
-from ravit.evaluation import load_run_model
 from ravit.models import RAViT
-from ravit.training import run as runfs
-from ravit.training.config import RunConfig, build_model_config, resolve_config
+from ravit.runs import folder as runfs
 from ravit.training.loop import fit
-
-DISTILL = "distill.json"  # RUN/distill.json: the teacher and the distillation settings
 
 
 @dataclass(frozen=True)
@@ -159,7 +154,7 @@ def student_config(
 
 def load_teacher(teacher_run: str | Path) -> tuple[RAViT, dict]:
     """The teacher's model (eval mode, CPU) and its checkpoint state (epoch, data description)."""
-    return load_run_model(teacher_run, "cpu")
+    return runfs.load_run_model(teacher_run, "cpu")
 
 
 def check_student(cfg: RunConfig, teacher: RAViT, teacher_data: dict) -> ModelConfig:
@@ -200,8 +195,7 @@ def distill(
     """
     dcfg = dcfg or DistillConfig()
     run = Path(out)
-    if (run / runfs.CONFIG).exists() or (run / runfs.CHECKPOINT).exists():
-        raise ValueError(f"{run} already holds a run: resume it with --resume {run}")
+    runfs.check_new(run)
     teacher, state = load_teacher(teacher_run)
     student = check_student(cfg, teacher, state["data"])
     mapping = exit_map(student, teacher.cfg)
@@ -213,7 +207,7 @@ def distill(
         **dcfg.to_dict(),
     }
     run.mkdir(parents=True, exist_ok=True)
-    runfs.write_json(run / DISTILL, record)
+    runfs.write_distill(run, record)
     hook = TeacherLoss(teacher, mapping, dcfg)
     return fit(run, cfg, progress=progress, on_epoch=on_epoch, extra_loss=hook)
 
@@ -226,7 +220,7 @@ def resume_distill(
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Continue a distillation run with the teacher and settings in RUN/distill.json."""
-    saved = read_distill(run)
+    saved = runfs.read_distill(run)
     teacher, state = load_teacher(saved["teacher"])
     same_model = teacher.cfg == ModelConfig.from_dict(saved["teacher_model"])
     if not same_model or state["epoch"] != saved["teacher_epoch"]:
@@ -245,15 +239,3 @@ def resume_distill(
         on_epoch=on_epoch,
         extra_loss=hook,
     )
-
-
-def read_distill(run: str | Path) -> dict[str, Any]:
-    """RUN/distill.json, checked."""
-    path = Path(run) / DISTILL
-    if not path.is_file():
-        raise FileNotFoundError(f"{run} is not a distillation run (no {DISTILL} in it)")
-    data = runfs.read_json(path)
-    needed = {"teacher", "teacher_epoch", "teacher_model", "exit_map", "temperature", "alpha"}
-    if not isinstance(data, dict) or not needed | {"beta"} <= set(data):
-        raise ValueError(f"{path} is not a ravit distillation record")
-    return data

@@ -25,15 +25,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ravit.checkpoint import load_checkpoint, model_from_state, save_checkpoint
-from ravit.config import ModelConfig
+from ravit.config import ModelConfig, RunConfig, build_model_config, resolve_config
 from ravit.data import load_data, make_transform, train_val_split
 from ravit.data.loader import batch_loader, default_workers
+from ravit.devices import autocast_dtype, select_device
 from ravit.evaluation import collect_logits
 from ravit.models import RAViT
+from ravit.runs import folder as runfs
+from ravit.runs.checkpoint import load_checkpoint, model_from_state, save_checkpoint
 from ravit.training import distributed
-from ravit.training import run as runfs
-from ravit.training.config import RunConfig, build_model_config, resolve_config
 from ravit.training.distributed import (
     AUGMENT_STREAM,
     DROPOUT_STREAM,
@@ -42,7 +42,6 @@ from ravit.training.distributed import (
     GlobalBatchSampler,
     step_seed,
 )
-from ravit.training.distributed import epoch_seed as epoch_seed  # defined here before
 from ravit.training.loss import exit_weights, multi_exit_loss
 from ravit.training.schedule import lr_at
 
@@ -78,33 +77,6 @@ class Prepared:
     val_indices: list[int]
     dist: DistContext = field(default_factory=DistContext)  # this process in its group
     plan: TrainPlan | None = None  # built on the first epoch
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"unknown device {name!r}; expected auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return device
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision where the device supports it: bf16 (or fp16) on CUDA, off on CPU."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def data_info(data, spec: str) -> dict:
@@ -375,21 +347,16 @@ def checkpoint_state(p: Prepared, epoch: int) -> dict[str, Any]:
 def _start_new(run: Path, cfg: RunConfig, dist: DistContext | None = None) -> Prepared:
     """Prepare a new run; rank 0 checks that `run` is new and writes its first files."""
     dist = dist or DistContext()
-    if dist.is_main and ((run / runfs.CONFIG).exists() or (run / runfs.CHECKPOINT).exists()):
-        raise ValueError(
-            f"{run} already holds a run: resume it with --resume {run}, or choose another --out"
-        )
+    if dist.is_main:
+        runfs.check_new(run)
     p = prepare(cfg, dist=dist)
     if not dist.is_main:
         return p
     run.mkdir(parents=True, exist_ok=True)
     runfs.write_config(run, cfg.to_dict(), p.model.cfg.to_dict())
     env = runfs.environment(str(p.device))
-    runfs.write_json(run / runfs.ENV, {**env, "world_size": dist.world_size})
-    runfs.write_json(
-        run / runfs.SPLIT,
-        {"seed": cfg.train.seed, "val_size": len(p.val_indices), "val_indices": p.val_indices},
-    )
+    runfs.write_env(run, {**env, "world_size": dist.world_size})
+    runfs.write_split(run, cfg.train.seed, p.val_indices)
     return p
 
 
@@ -400,8 +367,7 @@ def _resume(
     dist = dist or DistContext()
     sections, saved_model = runfs.read_config(run)
     cfg = resolve_config(overrides=overrides, base=sections)
-    split = runfs.read_json(run / runfs.SPLIT)
-    p = prepare(cfg, val_indices=split["val_indices"], dist=dist)
+    p = prepare(cfg, val_indices=runfs.read_split(run), dist=dist)
     if p.model.cfg != ModelConfig.from_dict(saved_model):
         raise ValueError(f"{run}: the overrides change the model; only train settings may change")
     ckpt = run / runfs.CHECKPOINT

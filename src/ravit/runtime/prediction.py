@@ -20,7 +20,7 @@ import torch
 
 from ravit.cost import model_cost
 from ravit.evaluation import eval_transform
-from ravit.exits import POLICIES, normalize_thresholds
+from ravit.exits.rule import POLICIES, normalize_thresholds
 from ravit.models import RAViT
 from ravit.runtime.images import collect_image_paths
 from ravit.runtime.records import PredictError, Prediction, answer_files, check_batch_size

@@ -21,23 +21,17 @@ from typing import Any
 
 import yaml
 
-from ravit.config import ModelConfig, model_config
+from ravit.config.model import ModelConfig, model_config_from, section_settings
 
-
-@dataclass
-class ModelSection:
-    preset: str = "cifar10"
-    layers: str | None = None  # the preset's default layer string when None
-    resolutions: list[int] | None = None
-    embed_dim: int | None = None
-    num_heads: int | None = None
-    mlp_dim: int | None = None
-    num_classes: int | None = None  # from the data when None
-    in_chans: int | None = None  # from the data when None
-    dropout: float = 0.0
-    fused_attention: bool = True
-    # One exit head per exit, or one for all (docs/exit-heads.md); None: linear.
-    exit_heads: list[str] | None = None
+# The model section: preset, layers, resolutions, exit heads and the ModelConfig
+# settings a run may set, all read off their one declaration (config.model);
+# None means the preset's value (or, for classes and channels, the data's).
+ModelSection = dataclasses.make_dataclass(
+    "ModelSection",
+    [(s.name, s.type, field(default=s.default)) for s in section_settings()],
+)
+ModelSection.__module__ = __name__
+ModelSection.__doc__ = "The run config's model section (see ravit.config.model.section_settings)."
 
 
 @dataclass
@@ -251,22 +245,12 @@ def resolve_config(
     return cfg
 
 
-def build_model_config(section: ModelSection, *, num_classes: int, in_chans: int) -> ModelConfig:
+def build_model_config(section, *, num_classes: int, in_chans: int) -> ModelConfig:
     """The ModelConfig of a run: preset + layers + overrides, classes/channels from the data."""
     if section.num_classes is not None and section.num_classes != num_classes:
         raise ValueError(
             f"model.num_classes is {section.num_classes} but the data has {num_classes} classes"
         )
-    return model_config(
-        section.preset,
-        None if section.layers is None else str(section.layers),
-        resolutions=section.resolutions,
-        exit_heads=section.exit_heads,
-        embed_dim=section.embed_dim,
-        num_heads=section.num_heads,
-        mlp_dim=section.mlp_dim,
-        num_classes=num_classes,
-        in_chans=section.in_chans or in_chans,
-        dropout=section.dropout,
-        fused_attention=section.fused_attention,
-    )
+    values = dataclasses.asdict(section)
+    values.update(num_classes=num_classes, in_chans=section.in_chans or in_chans)
+    return model_config_from(values)

@@ -9,14 +9,38 @@ branches (patch size, embedding dimension, heads, MLP size, classes) lives in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 # The exit heads a branch may end in (docs/exit-heads.md): the paper's linear
 # head on the CLS token, and the exit branches of Bakhtiarnia, Zhang and
-# Iosifidis (2021). ravit.models.heads builds them, ravit.cost counts them.
+# Iosifidis (2021). ravit.models.heads builds them (its table is checked
+# against this list), ravit.cost counts them.
 EXIT_HEADS = ("linear", "mlp", "resmlp", "cnn-ignore", "cnn-add", "cnn-project", "vit", "mixer")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One model hyper-parameter as presets, run-config sections and CLI flags see it.
+
+    Read off the metadata of `ModelConfig`'s fields (and `BRANCH_SETTINGS`)
+    by `model_settings`: this is the one place a setting is declared.
+    """
+
+    name: str
+    type: Any  # the field's type, e.g. int
+    default: Any  # the run-config section's default (None: from the preset or the data)
+    help: str
+    flag: str | None = None  # the command-line flag, None: a config key only
+    preset: bool = False  # every preset gives a value
+    section: bool = True  # a key of the run config's model section
+
+
+def setting(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A `ModelConfig` field declared as a `Setting` (help, flag, preset, section)."""
+    return field(default=default, metadata={"setting": meta})
 
 
 @dataclass(frozen=True)
@@ -35,19 +59,21 @@ class BranchConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    image_size: int
-    patch_size: int
-    embed_dim: int
-    num_heads: int
-    mlp_dim: int
-    num_classes: int
+    image_size: int = setting(help="side of the input image", preset=True, section=False)
+    patch_size: int = setting(help="side of a square patch", preset=True, section=False)
+    embed_dim: int = setting(help="embedding dimension D", flag="--embed-dim", preset=True)
+    num_heads: int = setting(help="attention heads", flag="--heads", preset=True)
+    mlp_dim: int = setting(
+        help="MLP hidden size (default 4 x embed dim)", flag="--mlp-dim", preset=True
+    )
+    num_classes: int = setting(help="number of classes", flag="--num-classes", preset=True)
     branches: tuple[BranchConfig, ...]
-    in_chans: int = 3
-    dropout: float = 0.0
+    in_chans: int = setting(3, help="input channels (default: the data's)", preset=True)
+    dropout: float = setting(0.0, help="dropout rate in the encoders and heads")
     # True: attention through torch's scaled_dot_product_attention. False:
     # the same arithmetic as explicit matmul + softmax (exactly counted by
     # torch's FLOP counter; faster on CPU at very short sequences).
-    fused_attention: bool = True
+    fused_attention: bool = setting(True, help="attention through scaled_dot_product_attention")
 
     def __post_init__(self) -> None:
         # Accept lists (from YAML / JSON) but store an immutable tuple.
@@ -149,39 +175,97 @@ def _positive(**values: int) -> None:
 
 
 # ---------------------------------------------------------------------------
+# The settings: read off ModelConfig's fields once, plus the branch settings.
+
+# The model section's keys that describe the branches rather than ModelConfig
+# fields: model_config's arguments. Order: as the section lists them.
+BRANCH_SETTINGS = (
+    Setting("preset", str, "cifar10", "model preset", flag="--preset"),
+    Setting("layers", str | None, None, "layers per branch, e.g. 1-3, 2-0-3, 0-4 (plain ViT)",
+            flag="--layers"),
+    Setting("resolutions", list[int] | None, None, "one side per branch, e.g. 16,32",
+            flag="--resolutions"),
+    Setting("exit_heads", list[str] | None, None,
+            "exit head per exit (or one for all), e.g. mlp,linear", flag="--exit-heads"),
+)  # fmt: skip
+
+
+def model_settings() -> tuple[Setting, ...]:
+    """ModelConfig's hyper-parameters, in field order, from their declarations."""
+    hints = typing.get_type_hints(ModelConfig)
+    out = []
+    for f in dataclasses.fields(ModelConfig):
+        meta = f.metadata.get("setting")
+        if meta is None:
+            continue
+        preset = meta.get("preset", False)
+        default = None if preset or f.default is dataclasses.MISSING else f.default
+        kind = hints[f.name] | None if preset else hints[f.name]
+        out.append(Setting(f.name, kind, default, **meta))
+    return tuple(out)
+
+
+def section_settings() -> tuple[Setting, ...]:
+    """The keys of a run config's model section, in order: preset, layers, resolutions,
+    the ModelConfig settings a run may set, exit_heads."""
+    first, last = BRANCH_SETTINGS[:3], BRANCH_SETTINGS[3:]
+    return first + tuple(s for s in model_settings() if s.section) + last
+
+
+# ---------------------------------------------------------------------------
 # Presets: the paper's three settings, plus small ones for the demo and tests.
 # Heads: 4 for D=128 (head dim 32, as the usual CIFAR ViTs), 12 for D=768 (ViT-B).
 
 
 @dataclass(frozen=True)
 class Preset:
+    """A named model: its ModelConfig settings, the paper's resolutions and layers."""
+
     name: str
-    image_size: int
-    patch_size: int
-    embed_dim: int
-    num_heads: int
-    mlp_dim: int
-    num_classes: int
+    settings: dict[str, Any]  # every preset setting of ModelConfig (model_settings)
     resolutions: tuple[int, ...]  # the paper's branch resolutions
     default_layers: str
-    in_chans: int = 3
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        wanted = [s.name for s in model_settings() if s.preset]
+        given = {"in_chans": 3, **self.settings}
+        if set(given) != set(wanted):
+            raise ValueError(
+                f"preset {self.name!r} sets {sorted(given)}; expected exactly {sorted(wanted)}"
+            )
+        object.__setattr__(self, "settings", {k: given[k] for k in wanted})
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `ravit presets --json` prints for it."""
+        return {
+            **self.settings,
+            "resolutions": list(self.resolutions),
+            "default_layers": self.default_layers,
+            "description": self.description,
+        }
+
+
+def _preset(name, description, resolutions, layers, size, patch, dim, heads, mlp, classes,
+            chans=3) -> Preset:  # fmt: skip
+    settings = dict(image_size=size, patch_size=patch, embed_dim=dim, num_heads=heads,
+                    mlp_dim=mlp, num_classes=classes, in_chans=chans)  # fmt: skip
+    return Preset(name, settings, resolutions, layers, description)
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("cifar10", 32, 4, 128, 4, 512, 10, (16, 32), "1-3",
-               description="CIFAR-10 (paper Table I)"),
-        Preset("tiny-imagenet", 64, 4, 768, 12, 3072, 200, (16, 32, 64), "2-0-3",
-               description="Tiny ImageNet (paper Table II)"),
-        Preset("imagenet", 224, 16, 768, 12, 3072, 1000, (64, 128, 224), "1-1-8",
-               description="ImageNet, ViT-B width (paper Table III)"),
-        Preset("digits", 8, 2, 64, 4, 128, 10, (4, 8), "1-2", in_chans=1,
-               description="scikit-learn's 8x8 digits: the offline demo"),
-        Preset("tiny", 16, 4, 32, 2, 64, 10, (8, 16), "1-1",
-               description="a very small model for tests"),
+        _preset("cifar10", "CIFAR-10 (paper Table I)", (16, 32), "1-3",
+                32, 4, 128, 4, 512, 10),
+        _preset("tiny-imagenet", "Tiny ImageNet (paper Table II)", (16, 32, 64), "2-0-3",
+                64, 4, 768, 12, 3072, 200),
+        _preset("imagenet", "ImageNet, ViT-B width (paper Table III)", (64, 128, 224), "1-1-8",
+                224, 16, 768, 12, 3072, 1000),
+        _preset("digits", "scikit-learn's 8x8 digits: the offline demo", (4, 8), "1-2",
+                8, 2, 64, 4, 128, 10, chans=1),
+        _preset("tiny", "a very small model for tests", (8, 16), "1-1",
+                16, 4, 32, 2, 64, 10),
     )
 }  # fmt: skip
 
@@ -210,11 +294,11 @@ def default_resolutions(
     Halving from the full image, each side rounded down to a multiple of the
     patch size (the validation then rejects a pyramid that collapses).
     """
-    size = image_size or preset.image_size
-    p = patch_size or preset.patch_size
+    size = image_size or preset.settings["image_size"]
+    p = patch_size or preset.settings["patch_size"]
     if num_branches == len(preset.resolutions) and (size, p) == (
-        preset.image_size,
-        preset.patch_size,
+        preset.settings["image_size"],
+        preset.settings["patch_size"],
     ):
         return preset.resolutions
     sides = [size >> (num_branches - 1 - i) for i in range(num_branches)]
@@ -275,15 +359,7 @@ def model_config(
             f"{len(resolutions)} resolutions {list(resolutions)} for {len(depths)} branches "
             f"(layers {layers!r}): expected one resolution per branch"
         )
-    fields = dict(
-        image_size=resolutions[-1],
-        patch_size=p.patch_size,
-        embed_dim=p.embed_dim,
-        num_heads=p.num_heads,
-        mlp_dim=p.mlp_dim,
-        num_classes=p.num_classes,
-        in_chans=p.in_chans,
-    )
+    fields = {**p.settings, "image_size": resolutions[-1]}
     known = {f.name for f in dataclasses.fields(ModelConfig)} - {"branches"}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -295,3 +371,17 @@ def model_config(
     heads = parse_exit_heads(exit_heads, depths)
     branches = tuple(BranchConfig(r, d, h) for r, d, h in zip(resolutions, depths, heads))
     return ModelConfig(branches=branches, **fields)
+
+
+def model_config_from(values: Mapping[str, Any]) -> ModelConfig:
+    """`model_config` from model-section keys (`section_settings`): a run config's model
+    section or the command line's model flags. None (or a missing key) means the preset's."""
+    values = dict(values)
+    layers = values.pop("layers", None)
+    return model_config(
+        values.pop("preset"),
+        None if layers is None else str(layers),
+        resolutions=values.pop("resolutions", None),
+        exit_heads=values.pop("exit_heads", None),
+        **values,
+    )

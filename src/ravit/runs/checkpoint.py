@@ -8,7 +8,6 @@ config alone, and loads with `weights_only=True` (no pickled code runs).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +15,10 @@ import torch
 
 from ravit.config import ModelConfig
 from ravit.models import RAViT
+from ravit.runs.io import atomic_write
 
 FORMAT = "ravit-checkpoint"
 VERSION = 1
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
-    """Call write(tmp_path), then move the finished file into place.
-
-    The temporary file lives in the target's folder (same file system), is
-    fsynced, and replaces the target in one os.replace: a kill at any moment
-    leaves either the old file or the new one, never a broken one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, model: RAViT, **extra: Any) -> None:

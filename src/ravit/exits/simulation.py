@@ -15,6 +15,7 @@ import torch
 
 from ravit.cost import ModelCost
 from ravit.exits.policy import exit_score, normalize_thresholds
+from ravit.exits.rule import first_exit
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,8 @@ def exit_scores(logits: Sequence[torch.Tensor], policy: str = "entropy") -> torc
 
 
 def exit_decisions(scores: torch.Tensor, thresholds: Sequence[float]) -> torch.Tensor:
-    """Exit taken by each image: the first i with score_i < tau_i, else the last."""
-    num_exits = scores.shape[0]
-    taus = torch.tensor([*thresholds, -1.0], dtype=scores.dtype)  # the last exit always answers
-    leaves = scores < taus[:, None]  # (E, N)
-    leaves[-1] = True
-    return leaves.float().argmax(dim=0).clamp_max(num_exits - 1)  # first True
+    """Exit taken by each image (`ravit.exits.rule.first_exit` on (E, N) CPU scores)."""
+    return torch.from_numpy(first_exit(scores.numpy(), list(thresholds)))
 
 
 def simulate(

@@ -1,0 +1,136 @@
+"""`ravit demo`, `ravit suite` and `ravit report`: experiments and their reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ravit.cli.common import UsageError
+from ravit.cost import format_flops
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("demo", help="train a small RAViT and a ViT on digits, show the trade-off")
+    p.add_argument("--out", help="folder for the two runs (default runs/demo-TIMESTAMP)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("suite", help="train an experiment suite (configs/suite/*.yaml), report it")
+    p.add_argument("suite", metavar="SUITE.yaml", help="suite file: run config + runs to train")
+    p.add_argument("--out", help="folder of the runs (default runs/suite-NAME)")
+    p.add_argument("--data", help="override the suite's data spec (e.g. your own copy)")
+    p.add_argument("--epochs", type=int, help="override the suite's epochs")
+    p.add_argument("--no-report", action="store_true", help="train only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides")
+    p.set_defaults(func=cmd_suite)
+
+    p = sub.add_parser("report", help="tables, CSV and plots (accuracy vs FLOPs) from runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or folders holding runs")
+    p.add_argument("--out", required=True, help="folder for report.md, CSV files and PNG plots")
+    p.add_argument(
+        "--reference",
+        metavar="LAYERS",
+        help="baseline of '%% of FLOPs' (default: a 4-layer plain ViT, else the dearest model)",
+    )
+    p.add_argument("--title", help="title of the report and plots (default: the data set)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ravit.demo import run_demo
+    from ravit.reports.tables import early_exit_table
+
+    out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
+    print(f"ravit demo: RAViT 1-2 and its twin ViT 0-3 on scikit-learn's 8x8 digits, "
+          f"{args.epochs} epochs each, on the CPU; runs in {out}/", flush=True)  # fmt: skip
+    start = time.perf_counter()
+
+    def on_epoch(name: str, r: dict) -> None:
+        if r["epoch"] % 10 == 0 or r["epoch"] == args.epochs:
+            val = "/".join(f"{100 * a:.1f}" for a in r.get("val_acc_exits", []))
+            print(f"  {name:<10} epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  "
+                  f"val acc % {val}", flush=True)  # fmt: skip
+
+    rep = run_demo(out, epochs=args.epochs, seed=args.seed, on_epoch=on_epoch)
+    vit_flops = rep.vit_cost.total_flops
+    n = len(rep.ravit.logits.labels)
+    print(f"\ntest split ({n} images)          accuracy      FLOPs  % of ViT FLOPs")
+    rows = [("ViT 0-3", rep.vit.logits.accuracy()[-1], vit_flops)]
+    raccs = rep.ravit.logits.accuracy()
+    rows.append(("RAViT 1-2, no early exit", raccs[-1], rep.ravit_cost.total_flops))
+    rows.append(("RAViT 1-2, exit 1 only", raccs[0], rep.ravit_cost.exits[0].cumulative_flops))
+    for name, acc, flops in rows:
+        print(f"{name:<32} {100 * acc:>7.2f}% {format_flops(flops):>10} "
+              f"{100 * flops / vit_flops:>13.1f}%")  # fmt: skip
+    print("\nearly-exit trade-off of RAViT 1-2 on the test split (one entropy threshold):")
+    print(early_exit_table(rep.tradeoff))
+    print(f"plot: {rep.plot}")
+    print(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from ravit.reports.suite import load_suite, train_suite
+
+    suite = load_suite(args.suite)
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.spec={args.data}")
+    if args.epochs:
+        overrides.append(f"train.epochs={args.epochs}")
+    out = Path(args.out or f"runs/suite-{suite.name}")
+    cfg0 = suite.run_config(suite.runs[0], overrides)
+    print(f"suite {suite.name}: {len(suite.runs)} runs of {cfg0.train.epochs} epochs on "
+          f"{cfg0.data.spec}, into {out}/", flush=True)  # fmt: skip
+    start = time.perf_counter()
+
+    def on_run(run, state: str) -> None:
+        what = {"done": "finished, reused", "resume": "resuming", "new": "training"}[state]
+        print(f"[{time.perf_counter() - start:6.0f} s] {run.name}: {what}", flush=True)
+
+    def on_epoch(run, r: dict) -> None:
+        val = "/".join(f"{100 * a:.1f}" for a in r.get("val_acc_exits", []))
+        print(f"    epoch {r['epoch']:>3}  loss {r['train_loss']:.3f}  val acc % {val}  "
+              f"{r['images_per_s']:.0f} img/s", flush=True)  # fmt: skip
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    runs = train_suite(suite, out, overrides=overrides, progress=progress, on_run=on_run,
+                       on_epoch=on_epoch)  # fmt: skip
+    print(f"trained {len(runs)} runs in {time.perf_counter() - start:.0f} s", flush=True)
+    if args.no_report:
+        return 0
+    return _report([str(r) for r in runs], str(out / "report"), title=suite.name,
+                   progress=progress)  # fmt: skip
+
+
+def _report(runs: list[str], out: str, *, reference: str | None = None,
+            title: str | None = None, progress: bool = False) -> int:  # fmt: skip
+    from ravit.reports.report import build_report
+
+    def on_run(r) -> None:
+        print(f"  evaluated {r.run}: {r.layers}, seed {r.seed}, test top-1 "
+              f"{100 * r.accuracy:.2f} %", flush=True)  # fmt: skip
+
+    rep = build_report(runs, out, reference=reference, title=title, progress=progress,
+                       on_run=on_run)  # fmt: skip
+    print(f"\nTable I analogue ({rep.groups[0].runs[0].data}, reference {rep.reference.layers}):")
+    print(rep.table)
+    print(f"\nreport: {rep.out / 'report.md'}")
+    for f in rep.files:
+        print(f"  {f}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ravit.runs.folder import find_runs
+
+    runs = find_runs(args.runs)  # run folders, or folders of run folders (a suite's --out)
+    if not runs:
+        raise UsageError("ravit report: no run folders found in " + " ".join(args.runs))
+    progress = not args.no_progress and sys.stderr.isatty()
+    return _report(runs, args.out, reference=args.reference, title=args.title, progress=progress)
