@@ -79,3 +79,32 @@ def test_from_dict_rejects_unknown_keys():
     data = model_config("tiny").to_dict() | {"depth": 3}
     with pytest.raises(ValueError, match="unknown model config keys \\['depth'\\]"):
         ModelConfig.from_dict(data)
+
+
+def test_every_model_setting_is_declared_once_and_read_off_everywhere():
+    import dataclasses
+
+    from ravit.cli import build_parser
+    from ravit.cli.common import MODEL_FLAGS
+    from ravit.config import ModelSection, model_settings, section_settings
+
+    settings = {s.name: s for s in model_settings()}
+    # The run config's model section: exactly the declared keys, in order.
+    assert [f.name for f in dataclasses.fields(ModelSection)] == [
+        s.name for s in section_settings()
+    ]
+    # Every preset gives every preset setting, and nothing else.
+    wanted = {n for n, s in settings.items() if s.preset}
+    assert all(set(p.settings) == wanted for p in PRESETS.values())
+    # Every flagged setting is a flag of `ravit train` and `ravit flops`, writing its name.
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("train", "flops", "distill"):
+        dests = {a.dest: a.option_strings for a in sub.choices[command]._actions}
+        assert all(dests.get(s.name) == [s.flag] for s in MODEL_FLAGS), command
+    assert {"embed_dim", "num_heads", "mlp_dim", "num_classes"} <= {s.name for s in MODEL_FLAGS}
+    # ... and the flags build the same model as the keyword arguments.
+    from ravit.cli.common import model_config_from_args
+
+    args = build_parser().parse_args(["flops", "--preset", "cifar10", "--layers", "1-3",
+                                      "--embed-dim", "64", "--heads", "2"])  # fmt: skip
+    assert model_config_from_args(args) == model_config("cifar10", "1-3", embed_dim=64, num_heads=2)

@@ -15,8 +15,7 @@ from collections.abc import Iterator
 
 from ravit.cli.common import UsageError, float_list
 from ravit.cost import format_flops
-from ravit.exits.budget import parse_budget
-from ravit.exits.rule import POLICIES
+from ravit.exits.names import POLICIES
 from ravit.export.choices import EXPORTERS
 
 
@@ -113,7 +112,7 @@ def _calibrated(args: argparse.Namespace, model, device) -> tuple[tuple[float, .
     """Thresholds for --budget, solved on the run's validation split."""
     from ravit.cost import model_cost
     from ravit.evaluation import evaluate_run
-    from ravit.exits import calibrate_budget
+    from ravit.exits import calibrate_budget, parse_budget
 
     val = evaluate_run(args.run, split="val", device=device)
     cost = model_cost(model.cfg)
@@ -135,7 +134,7 @@ def _onnx_predictions(args: argparse.Namespace) -> tuple[Iterator, str, str]:
             f"--backend onnx runs on onnxruntime's CPU provider; --device {args.device} is for "
             "--backend torch"
         )
-    from ravit.exits.budget import BudgetController
+    from ravit.exits.budget import BudgetController, parse_budget
     from ravit.runtime.exported import OnnxRAViT, predict_files
 
     model = OnnxRAViT(args.run)
@@ -163,8 +162,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     _require("onnx", "onnxruntime", *(["onnxscript"] if args.exporter == "dynamo" else []))
     from ravit.export.exporter import export_onnx
 
-    report = export_onnx(args.run, args.out, images=args.images,
-                         check_images=args.check_images, exporter=args.exporter)  # fmt: skip
+    try:
+        report = export_onnx(args.run, args.out, images=args.images,
+                             check_images=args.check_images, exporter=args.exporter)  # fmt: skip
+    except FileNotFoundError as err:
+        if args.images is not None or "check it on" not in str(err):
+            raise
+        raise UsageError(f"{err} (--images PATH)") from None
     m = report.manifest
     layers, exporter, opset = m["model"]["layers"], m["export"]["exporter"], m["export"]["opset"]
     print(f"{args.run}: RAViT {layers} exported to {report.folder}/ ({exporter}, opset {opset})")

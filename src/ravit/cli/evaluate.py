@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ravit.cli.common import UsageError, float_list
 from ravit.cost import format_flops, model_cost
-from ravit.exits.rule import POLICIES
+from ravit.exits.names import POLICIES
 
 BAND = 0.05  # the controller's promise: window average within 5 % of the target
 

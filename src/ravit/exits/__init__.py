@@ -14,8 +14,9 @@ __all__ = lazy_exports(
         "budget": ["BudgetController", "ControlTable", "parse_budget"],
         "calibration": ["Calibration", "calibrate_budget", "calibrate_max_drop"],
         "controller": ["Segment", "StreamTrace", "control_table", "segments", "simulate_stream"],
+        "names": ["POLICIES"],
         "policy": ["EXIT_SCORES", "entropy", "exit_score"],
-        "rule": ["POLICIES", "first_exit", "leaves", "normalize_thresholds"],
+        "rule": ["first_exit", "leaves", "normalize_thresholds"],
         "simulation": ["EarlyExitResult", "exit_decisions", "exit_scores", "simulate", "sweep"],
     },
 )

@@ -9,9 +9,10 @@ A threshold of 0 therefore never exits (no score is negative), which is the pape
   so that a threshold means the same across data sets.
 - "confidence": 1 - max softmax probability, in [0, 1 - 1/C].
 
-The policy names (`POLICIES`, the keys of `EXIT_SCORES`) and the threshold
-rules (`normalize_thresholds`) live in `ravit.exits.rule`, which needs no
-torch and also holds the NumPy scores of the exported runtime.
+The policy names (`POLICIES`, the keys of `EXIT_SCORES`) live in
+`ravit.exits.names`; the threshold rules (`normalize_thresholds`, `leaves`)
+in `ravit.exits.rule`, which needs no torch and also holds the NumPy scores
+of the exported runtime.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import math
 
 import torch
 
-from ravit.exits.rule import POLICIES, check_policy, normalize_thresholds
+from ravit.exits.rule import check_policy
 
-__all__ = ["EXIT_SCORES", "POLICIES", "entropy", "exit_score", "normalize_thresholds"]
+__all__ = ["EXIT_SCORES", "entropy", "exit_score"]
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

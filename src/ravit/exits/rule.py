@@ -23,7 +23,7 @@ from numbers import Real
 
 import numpy as np
 
-POLICIES = ("entropy", "normalized-entropy", "confidence")
+from ravit.exits.names import POLICIES
 
 
 def check_policy(policy: str) -> str:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ravit.cost import ModelCost
-from ravit.exits.policy import exit_score, normalize_thresholds
-from ravit.exits.rule import first_exit
+from ravit.exits.policy import exit_score
+from ravit.exits.rule import first_exit, normalize_thresholds
 
 
 @dataclass(frozen=True)

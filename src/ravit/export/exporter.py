@@ -180,7 +180,7 @@ def _check_batch(
     except FileNotFoundError as err:
         raise FileNotFoundError(
             f"{' '.join(str(err).split())}: the export is checked on the run's test images "
-            "({spec}); give other images to check it on (--images PATH)"
+            "({spec}); give other images to check it on"
         ) from None
     x, _ = data.get_batch(torch.arange(min(n, len(data))))
     return resize_images(match_channels(x, cfg.in_chans), cfg.image_size).numpy()

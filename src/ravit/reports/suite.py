@@ -179,7 +179,7 @@ def _run_state(folder: Path, cfg: RunConfig) -> str:
         )
         raise ValueError(
             f"{folder} holds a run with another config (differs in {', '.join(diff) or '?'}): "
-            "use another --out or delete it"
+            "train the suite into another folder, or delete it"
         )
     done = len(runfs.read_metrics(folder))
     finished = done >= cfg.train.epochs and (folder / runfs.CHECKPOINT).is_file()

@@ -60,7 +60,7 @@ def read_manifest(folder: str | Path) -> dict:
         raise FileNotFoundError(f"export folder {folder} does not exist")
     if not path.is_file():
         hint = (
-            ": it is a run folder; export it first (ravit export RUN --format onnx --out DIR)"
+            ": it is a run folder; export it first (ravit export, see docs/deploy.md)"
             if (folder / "checkpoint.pt").is_file()
             else ": not written by ravit export"
         )

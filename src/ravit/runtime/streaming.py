@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ravit.exits.policy import EXIT_SCORES, POLICIES, entropy
+from ravit.exits.names import POLICIES
+from ravit.exits.policy import EXIT_SCORES, entropy
 from ravit.exits.rule import leaves, normalize_thresholds
 from ravit.models import RAViT
 
