@@ -19,6 +19,7 @@ from ravit.cli.common import (
     print_epoch,
     resume_overrides,
 )
+from ravit.config.run import AMP_MODES
 
 DISTILL_FLAGS = ("temperature", "alpha", "beta")
 
@@ -38,7 +39,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
+    p.add_argument("--amp", choices=AMP_MODES)
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
     p.add_argument("--workers", type=int, help="data-loading processes (default: auto)")
     p.add_argument("--out", help="new run folder")
@@ -58,7 +59,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int, help="default: the teacher's (and so its val split)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--amp", choices=["auto", "off", "bf16", "fp16"])
+    p.add_argument("--amp", choices=AMP_MODES)
     g = p.add_argument_group("distillation (defaults in docs/distillation.md)")
     g.add_argument("--temperature", type=float, help="T, softens the KL term (default 4)")
     g.add_argument("--alpha", type=float, help="weight of the KL term (default 1)")
