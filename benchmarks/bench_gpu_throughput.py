@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import torch
 
 from ravit.config import build_model_config
-from ravit.data import InMemoryDataset
+from ravit.data import InMemoryDataset, data_info
 from ravit.models import RAViT
 from ravit.training import resolve_config
-from ravit.training.loop import Prepared, data_info, make_optimizer, train_epoch, transforms_for
+from ravit.training.loop import Prepared, make_optimizer, train_epoch, transforms_for
 
 DEFAULT_MODELS = ("imagenet:1-1-8", "imagenet:0-0-12", "cifar10:1-3", "cifar10:0-4")
 DEFAULT_BATCH = {"imagenet": 128, "cifar10": 512}

@@ -28,6 +28,7 @@ PARTS = {
     "ravit.demo": "reports",
     "ravit.training": "training",
     "ravit.export": "export",
+    "ravit.convert": "convert",
     "ravit.runtime": "runtime",
     "ravit.evaluation": "evaluation",
     "ravit.runs": "runs",
@@ -58,6 +59,7 @@ MAY_IMPORT = {
     "training": {"evaluation", "runs", "data"} | BELOW_RUNS,
     "runtime": {"evaluation", "runs", "data"} | BELOW_RUNS,
     "export": {"runtime", "evaluation", "runs", "data"} | BELOW_RUNS,
+    "convert": {"runs", "data"} | BELOW_RUNS,
     "reports": {"training", "runtime", "evaluation", "runs", "data"} | BELOW_RUNS,
     "package": {"runs", "models", "cost", "config", "base"},  # ravit/__init__: lazy exports
     "cli": set(PARTS.values()) - {"cli"},

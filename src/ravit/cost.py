@@ -106,6 +106,7 @@ class HeadSpec:
     num_heads: int
     dropout: float = 0.0
     fused_attention: bool = True
+    layer_norm_eps: float = 1e-5
 
     @classmethod
     def of(cls, cfg: ModelConfig, branch: int) -> HeadSpec:
@@ -118,6 +119,7 @@ class HeadSpec:
             num_heads=cfg.num_heads,
             dropout=cfg.dropout,
             fused_attention=cfg.fused_attention,
+            layer_norm_eps=cfg.layer_norm_eps,
         )
 
     @property

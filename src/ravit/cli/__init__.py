@@ -1,7 +1,7 @@
 """The `ravit` command line: the only place that parses argv, prints and picks exit codes.
 
-One module per command group (`info`, `train`, `evaluate`, `deploy`,
-`experiments`), each adding its parsers, and `common` for what they share.
+One module per command group (`info`, `train`, `convert`, `evaluate`,
+`deploy`, `experiments`), each adding its parsers, and `common` for what they share.
 `main(argv)` returns an exit code and never raises for bad input, so tests
 drive the real CLI in-process. Bad input ends with one line on stderr,
 "ravit: error: ...", and exit code 2. Library code raises typed errors
@@ -14,12 +14,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ravit.cli import deploy, evaluate, experiments, info, train
+from ravit.cli import convert, deploy, evaluate, experiments, info, train
 from ravit.cli.common import EXIT_USAGE, Parser, UsageError
 
 __all__ = ["UsageError", "build_parser", "entry", "main"]
 
-GROUPS = (info, train, evaluate, deploy, experiments)  # in the order `ravit --help` lists them
+GROUPS = (
+    info,
+    train,
+    convert,
+    evaluate,
+    deploy,
+    experiments,
+)  # in the order `ravit --help` lists them
 
 
 def build_parser() -> Parser:

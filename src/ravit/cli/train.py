@@ -43,6 +43,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
     p.add_argument("--workers", type=int, help="data-loading processes (default: auto)")
     p.add_argument("--out", help="new run folder")
+    p.add_argument(
+        "--init",
+        metavar="RUN",
+        help="start from RUN's weights and settings (ravit convert, a finished run)",
+    )
     p.add_argument("--resume", metavar="RUN", help="continue the run in RUN")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=5e-4")
@@ -108,12 +113,20 @@ def _train(args: argparse.Namespace, *, progress: bool, on_epoch: Callable | Non
     from ravit.training import fit
 
     if args.resume:
+        if args.init:
+            raise UsageError("ravit train: --init starts a new run; --resume continues one")
         overrides = resume_overrides(args, "train")
         fit(args.resume, resume=True, overrides=overrides, progress=progress, on_epoch=on_epoch)
         return f"resumed and finished: {args.resume}"
     if not args.out:
         raise UsageError("ravit train: give --out RUN (a new folder) or --resume RUN")
-    cfg = resolve_config(args.config, args.overrides, flags=flag_updates(args))
+    base, overrides = None, list(args.overrides)
+    if args.init:  # the starting run's settings, its weights through train.init
+        from ravit.runs.folder import read_config
+
+        base, _ = read_config(args.init)
+        overrides.append(f"train.init={args.init}")
+    cfg = resolve_config(args.config, overrides, base=base, flags=flag_updates(args))
     _new_run("train", args, lambda: fit(args.out, cfg, progress=progress, on_epoch=on_epoch))
     return f"run saved in {args.out} (checkpoint.pt, metrics.jsonl, config.yaml)"
 

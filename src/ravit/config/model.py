@@ -60,7 +60,7 @@ class BranchConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     image_size: int = setting(help="side of the input image", preset=True, section=False)
-    patch_size: int = setting(help="side of a square patch", preset=True, section=False)
+    patch_size: int = setting(help="side of a square patch", preset=True)
     embed_dim: int = setting(help="embedding dimension D", flag="--embed-dim", preset=True)
     num_heads: int = setting(help="attention heads", flag="--heads", preset=True)
     mlp_dim: int = setting(
@@ -70,6 +70,9 @@ class ModelConfig:
     branches: tuple[BranchConfig, ...]
     in_chans: int = setting(3, help="input channels (default: the data's)", preset=True)
     dropout: float = setting(0.0, help="dropout rate in the encoders and heads")
+    # LayerNorm's epsilon everywhere (torch's default; pretrained ViTs use 1e-6 in timm,
+    # 1e-12 in Hugging Face, which `ravit convert` carries over).
+    layer_norm_eps: float = setting(1e-5, help="LayerNorm epsilon")
     # True: attention through torch's scaled_dot_product_attention. False:
     # the same arithmetic as explicit matmul + softmax (exactly counted by
     # torch's FLOP counter; faster on CPU at very short sequences).
@@ -125,6 +128,8 @@ class ModelConfig:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.layer_norm_eps < 1.0:
+            raise ValueError(f"layer_norm_eps must be in (0, 1), got {self.layer_norm_eps}")
         if not self.branches:
             raise ValueError("a model needs at least one branch")
         resolutions = [b.resolution for b in self.branches]

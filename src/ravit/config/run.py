@@ -73,6 +73,9 @@ class TrainSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     compile: bool = False  # torch.compile the model for training
+    # A run folder whose weights start the model (`ravit convert`, or any run of the same
+    # model): fine-tuning. None: a fresh initialisation.
+    init: str | None = None
 
     def peak_lr(self) -> float:
         """The learning rate after warm-up: lr, linearly scaled when lr_base_batch is set."""

@@ -24,6 +24,8 @@ from ravit.data.base import (
     FolderDataset,
     ImageDataset,
     InMemoryDataset,
+    data_info,
+    split_indices,
     train_val_split,
 )
 from ravit.data.download import SOURCES, download_dataset
@@ -49,6 +51,7 @@ __all__ = [
     "ImageDataset",
     "InMemoryDataset",
     "crop",
+    "data_info",
     "download_dataset",
     "load_data",
     "make_transform",
@@ -59,5 +62,6 @@ __all__ = [
     "random_flip",
     "random_resized_crop",
     "resize",
+    "split_indices",
     "train_val_split",
 ]

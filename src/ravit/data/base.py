@@ -280,3 +280,23 @@ def train_val_split(
         raise ValueError(f"val_size must leave at least one training image: {count} of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     return perm[count:].sort().values, perm[:count].sort().values
+
+
+def split_indices(n: int, val_size: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`train_val_split` for a run config's data.val_size: >= 1 a count, below 1 a fraction."""
+    return train_val_split(n, int(val_size) if val_size >= 1 else float(val_size), seed)
+
+
+def data_info(data: ImageDataset, spec: str) -> dict:
+    """What a run records of its data (the checkpoint's data section): enough to read images
+    as it did (classes, channels, size, normalisation) without the data set."""
+    return {
+        "spec": spec,
+        "name": data.name,
+        "classes": list(data.classes),
+        "channels": data.channels,
+        "image_size": data.image_size,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "augment": data.augment,
+    }

@@ -18,11 +18,12 @@ class Block(nn.Module):
         mlp_dim: int,
         dropout: float = 0.0,
         fused_attention: bool = True,
+        eps: float = 1e-5,
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim=dim, num_heads=num_heads, dropout=dropout, fused=fused_attention)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim=dim, hidden_dim=mlp_dim, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ class Branch(nn.Module):
                     mlp_dim=cfg.mlp_dim,
                     dropout=cfg.dropout,
                     fused_attention=cfg.fused_attention,
+                    eps=cfg.layer_norm_eps,
                 )
                 for _ in range(branch.depth)
             )

@@ -47,14 +47,14 @@ class LinearHead(ExitHead):
 
     name = "linear"
 
-    def __init__(self, *, dim: int, num_classes: int):
+    def __init__(self, *, dim: int, num_classes: int, eps: float = 1e-5):
         super().__init__()
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
         self.fc = nn.Linear(dim, num_classes)
 
     @classmethod
     def from_spec(cls, spec: HeadSpec) -> LinearHead:
-        return cls(dim=spec.dim, num_classes=spec.num_classes)
+        return cls(dim=spec.dim, num_classes=spec.num_classes, eps=spec.layer_norm_eps)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         # tokens: (B, 1 + N, D); the CLS token is token 0.
@@ -68,7 +68,7 @@ class MlpHead(ExitHead):
 
     def __init__(self, spec: HeadSpec):
         super().__init__()
-        self.norm = nn.LayerNorm(spec.dim)
+        self.norm = nn.LayerNorm(spec.dim, eps=spec.layer_norm_eps)
         self.fc1 = nn.Linear(spec.dim, spec.mlp_dim)
         self.act = nn.GELU()
         self.drop = nn.Dropout(spec.dropout)
@@ -104,7 +104,7 @@ class ResMlpHead(ExitHead):
     def __init__(self, spec: HeadSpec):
         super().__init__()
         d = spec.dim
-        self.norm = nn.LayerNorm(d)
+        self.norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
         self.aff1 = Affine(d)
         self.token_mix = nn.Linear(spec.tokens, spec.tokens)
         self.scale1 = nn.Parameter(torch.full((d,), 0.1))
@@ -135,7 +135,7 @@ class _ConvHead(ExitHead):
     def __init__(self, spec: HeadSpec):
         super().__init__()
         self.grid = spec.grid
-        self.norm = nn.LayerNorm(spec.dim)
+        self.norm = nn.LayerNorm(spec.dim, eps=spec.layer_norm_eps)
         k = spec.conv_channels
         self.conv = nn.Conv2d(spec.dim + self.extra_channels, k, kernel_size=3, padding=1)
         self.act = nn.GELU()
@@ -209,8 +209,9 @@ class VitHead(ExitHead):
             mlp_dim=spec.mlp_dim,
             dropout=spec.dropout,
             fused_attention=spec.fused_attention,
+            eps=spec.layer_norm_eps,
         )
-        self.head = LinearHead(dim=spec.dim, num_classes=spec.num_classes)
+        self.head = LinearHead.from_spec(spec)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.block(tokens))
@@ -230,11 +231,11 @@ class MixerHead(ExitHead):
     def __init__(self, spec: HeadSpec):
         super().__init__()
         d = spec.dim
-        self.norm1 = nn.LayerNorm(d)
+        self.norm1 = nn.LayerNorm(d, eps=spec.layer_norm_eps)
         self.token_mlp = Mlp(dim=spec.tokens, hidden_dim=spec.token_hidden, dropout=spec.dropout)
-        self.norm2 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d, eps=spec.layer_norm_eps)
         self.channel_mlp = Mlp(dim=d, hidden_dim=spec.mlp_dim, dropout=spec.dropout)
-        self.norm = nn.LayerNorm(d)
+        self.norm = nn.LayerNorm(d, eps=spec.layer_norm_eps)
         self.fc = nn.Linear(d, spec.num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

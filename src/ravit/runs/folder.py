@@ -8,6 +8,7 @@ RUN/checkpoint.pt   the latest epoch's model, optimiser and progress (ravit.runs
 RUN/cache/          cached exit logits of evaluations (ravit.runs.cache)
 RUN/thresholds.json the calibrated exit thresholds (ravit calibrate)
 RUN/distill.json    a distilled student's teacher and settings (ravit distill)
+RUN/converted.json  the ViT a converted run started from, and how (ravit convert)
 
 Training, evaluation, the runtimes, export, reports and the CLI all read and
 write a run through this module; it imports none of them.
@@ -42,6 +43,7 @@ CHECKPOINT = "checkpoint.pt"
 CACHE = "cache"
 THRESHOLDS = "thresholds.json"  # written by `ravit calibrate`, used by eval and predict
 DISTILL = "distill.json"  # the teacher and the distillation settings of `ravit distill`
+CONVERTED = "converted.json"  # the ViT a converted run started from (`ravit convert`)
 
 
 class RunExistsError(ValueError):
@@ -219,6 +221,18 @@ def read_distill(run: str | Path) -> dict[str, Any]:
     needed = {"teacher", "teacher_epoch", "teacher_model", "exit_map", "temperature", "alpha"}
     if not isinstance(data, dict) or not needed | {"beta"} <= set(data):
         raise ValueError(f"{path} is not a ravit distillation record")
+    return data
+
+
+def write_converted(run: Path, record: dict[str, Any]) -> None:
+    write_json(Path(run) / CONVERTED, record)
+
+
+def read_converted(run: Path) -> dict[str, Any]:
+    """RUN/converted.json: the source ViT, the block assignment and the notes."""
+    data = read_json(Path(run) / CONVERTED)
+    if not isinstance(data, dict) or not {"source", "rule", "blocks", "vit"} <= set(data):
+        raise ValueError(f"{Path(run) / CONVERTED} is not a ravit conversion record")
     return data
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ravit.config import ModelConfig, RunConfig, build_model_config, resolve_config
-from ravit.data import load_data, make_transform, train_val_split
+from ravit.data import data_info, load_data, make_transform, split_indices
 from ravit.data.loader import batch_loader, default_workers
 from ravit.devices import autocast_dtype, select_device
 from ravit.evaluation import collect_logits
@@ -79,22 +79,15 @@ class Prepared:
     plan: TrainPlan | None = None  # built on the first epoch
 
 
-def data_info(data, spec: str) -> dict:
-    return {
-        "spec": spec,
-        "name": data.name,
-        "classes": list(data.classes),
-        "channels": data.channels,
-        "image_size": data.image_size,
-        "mean": list(data.mean),
-        "std": list(data.std),
-        "augment": data.augment,
-    }
-
-
 def prepare(
-    cfg: RunConfig, val_indices: list[int] | None = None, *, dist: DistContext | None = None
+    cfg: RunConfig,
+    val_indices: list[int] | None = None,
+    *,
+    dist: DistContext | None = None,
+    initialise: bool = True,
 ) -> Prepared:
+    """The run's data, model and optimiser. initialise=False skips train.init's weights (a
+    resumed run loads its own checkpoint instead)."""
     dist = dist or DistContext()
     if dist.is_distributed:
         device = distributed.process_device(cfg.train.device, dist)
@@ -102,9 +95,7 @@ def prepare(
         device = select_device(cfg.train.device)
     full = load_data(cfg.data.spec, "train")
     if val_indices is None:
-        val = cfg.data.val_size  # >= 1: a count of images; below 1: a fraction
-        val = int(val) if val >= 1 else float(val)
-        train_idx, val_idx = train_val_split(len(full), val, cfg.train.seed)
+        train_idx, val_idx = split_indices(len(full), cfg.data.val_size, cfg.train.seed)
     else:
         val_idx = torch.tensor(sorted(val_indices), dtype=torch.long)
         mask = torch.ones(len(full), dtype=torch.bool)
@@ -115,12 +106,26 @@ def prepare(
     val_data = full.subset(val_idx) if len(val_idx) else None
     model_cfg = build_model_config(cfg.model, num_classes=len(full.classes), in_chans=full.channels)
     torch.manual_seed(cfg.train.seed)
-    model = RAViT(model_cfg).to(device)
+    model = RAViT(model_cfg)
+    if initialise and cfg.train.init is not None:  # another run's weights (ravit convert, ...)
+        init_weights(model, cfg.train.init)
+    model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     info = data_info(full, cfg.data.spec)
     return Prepared(
         cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist(), dist
     )
+
+
+def init_weights(model: RAViT, run: str) -> None:
+    """Start `model` from the weights of the run folder `run` (the same model config)."""
+    source, _ = runfs.load_run_model(run)
+    if source.cfg != model.cfg:
+        raise ValueError(
+            f"train.init={run}: its model is {source.cfg.layers!r} ({source.cfg.embed_dim} wide), "
+            f"not the {model.cfg.layers!r} ({model.cfg.embed_dim} wide) this run builds"
+        )
+    model.load_state_dict(source.state_dict())
 
 
 def keep_train_subset(train_idx: torch.Tensor, size: float | None, seed: int) -> torch.Tensor:
@@ -367,10 +372,10 @@ def _resume(
     dist = dist or DistContext()
     sections, saved_model = runfs.read_config(run)
     cfg = resolve_config(overrides=overrides, base=sections)
-    p = prepare(cfg, val_indices=runfs.read_split(run), dist=dist)
+    ckpt = run / runfs.CHECKPOINT
+    p = prepare(cfg, val_indices=runfs.read_split(run), dist=dist, initialise=not ckpt.exists())
     if p.model.cfg != ModelConfig.from_dict(saved_model):
         raise ValueError(f"{run}: the overrides change the model; only train settings may change")
-    ckpt = run / runfs.CHECKPOINT
     if not ckpt.exists():  # killed before the first epoch ended: start over, same seed
         return p, 0
     state = load_checkpoint(ckpt)
@@ -379,6 +384,11 @@ def _resume(
         raise ValueError(
             f"{ckpt} holds a model {model.cfg.layers!r} ({model.cfg.embed_dim} wide) that is "
             f"not the one {run / runfs.CONFIG} describes ({p.model.cfg.layers!r})"
+        )
+    if "optimizer" not in state:
+        raise ValueError(
+            f"{ckpt} holds no optimiser state: {run} is a starting point (ravit convert), not "
+            "a run to resume; train a new run from it with train.init"
         )
     p.model.load_state_dict(model.state_dict())
     p.optimizer.load_state_dict(state["optimizer"])
