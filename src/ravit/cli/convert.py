@@ -9,7 +9,7 @@ from ravit.cost import format_flops, model_cost
 
 
 def add_parsers(sub) -> None:
-    from ravit.convert.vit import ASSIGNMENTS
+    from ravit.convert.rules import ASSIGNMENTS
 
     p = sub.add_parser("convert", help="start a RAViT from a ViT checkpoint (timm, Hugging Face)")
     p.add_argument("source", metavar="SRC",

@@ -16,7 +16,8 @@ __all__ = lazy_exports(
     __name__,
     {
         "checkpoints": ["VitCheckpoint", "VitSpec", "read_vit"],
+        "rules": ["ASSIGNMENTS", "assign_blocks"],
         "run": ["convert_run", "read_source"],
-        "vit": ["ASSIGNMENTS", "assign_blocks", "ravit_config", "ravit_from_vit", "vit_model"],
+        "vit": ["ravit_config", "ravit_from_vit", "vit_model"],
     },
 )

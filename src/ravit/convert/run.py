@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ravit.config import PRESETS, RunConfig, resolve_config
 from ravit.convert.checkpoints import VitCheckpoint, read_vit
-from ravit.convert.vit import assign_blocks, checkpoint_of, ravit_config, ravit_from_vit
+from ravit.convert.rules import assign_blocks
+from ravit.convert.vit import checkpoint_of, ravit_config, ravit_from_vit
 from ravit.data import data_info, load_data, split_indices
 from ravit.runs import folder
 from ravit.runs.checkpoint import save_checkpoint

@@ -9,7 +9,7 @@ whose branches start from the ViT (docs/from-vit.md):
   embedding resampled to its own grid (bicubic, antialiased, the CLS slot
   kept, as timm's `resample_abs_pos_embed`);
 - the learned CLS token is the ViT's;
-- the ViT's blocks are dealt to the branches by a rule (`ASSIGNMENTS`);
+- the ViT's blocks are dealt to the branches by a rule (`rules.ASSIGNMENTS`);
 - the last exit's head is the ViT's final norm and classifier; the earlier
   exits' heads start fresh (their CLS tokens have seen fewer layers).
 """
@@ -21,9 +21,8 @@ import torch.nn.functional as F
 
 from ravit.config import BranchConfig, ModelConfig, parse_exit_heads, parse_layers
 from ravit.convert.checkpoints import VitCheckpoint
+from ravit.convert.rules import assign_blocks
 from ravit.models import RAViT
-
-ASSIGNMENTS = ("first", "spread", "last")
 
 
 def vit_config(ckpt: VitCheckpoint, num_classes: int | None = None) -> ModelConfig:
@@ -79,33 +78,6 @@ def ravit_config(
     heads = parse_exit_heads(exit_heads, depths)
     branches = tuple(BranchConfig(r, d, h) for r, d, h in zip(resolutions, depths, heads))
     return _config(ckpt, branches, classes)
-
-
-def assign_blocks(depth: int, depths: list[int], rule: str) -> list[list[int]]:
-    """Which of the ViT's `depth` blocks each present branch starts from, coarse to fine.
-
-    first: in order from the first block (a prefix of the ViT, dealt out);
-    spread: evenly spaced over the whole ViT, in order;
-    last: the last branch takes the ViT's last blocks, the earlier ones its first.
-    """
-    if rule not in ASSIGNMENTS:
-        raise ValueError(f"unknown block assignment {rule!r}; expected one of {ASSIGNMENTS}")
-    total = sum(depths)
-    if total > depth:
-        raise ValueError(f"layers {'-'.join(map(str, depths))} need {total} blocks; the ViT has "
-                         f"{depth}")  # fmt: skip
-    if rule == "first":
-        order = list(range(total))
-    elif rule == "spread":
-        order = [round(i * (depth - 1) / max(1, total - 1)) for i in range(total)] if total > 1 \
-            else [depth - 1]  # fmt: skip
-    else:
-        order = list(range(total - depths[-1])) + list(range(depth - depths[-1], depth))
-    out, start = [], 0
-    for d in depths:
-        out.append(order[start : start + d])
-        start += d
-    return out
 
 
 def resample_pos_embed(pos: torch.Tensor, grid: int) -> torch.Tensor:
