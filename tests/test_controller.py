@@ -171,3 +171,23 @@ def test_plot_controller(tables, tmp_path):
     trace = simulate_stream(synthetic(600, 2)[0], cost, BudgetController(table, 0.7), [(300, 0.5)])
     path = plot_controller(tmp_path / "plots" / "controller.png", trace, "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_segments_report_how_each_target_was_kept(tables):
+    from ravit.exits.controller import segments, settled_after
+
+    table, cost = tables[2]
+    logits, labels = synthetic(6000, 2, seed=3)
+    trace = simulate_stream(logits, cost, BudgetController(table, 0.8, window=WINDOW), CHANGES)
+    got = segments(trace, CHANGES, 0.05)
+    assert [(s.target, s.start, s.end) for s in got] == [(0.8, 0, 2000), (0.6, 2000, 4000),
+                                                         (0.7, 4000, 6000)]  # fmt: skip
+    err = trace.relative_error()
+    for s in got:
+        assert s.final_average == pytest.approx(float(trace.window_average[s.end - 1]))
+        assert s.worst_after == WINDOW
+        assert s.worst_error == pytest.approx(float(err[s.start + WINDOW : s.end].max()))
+        assert s.settled_after == settled_after(err[s.start : s.end].tolist(), 0.05)
+        assert s.settled_after is not None and s.settled_after < SOON
+    short = segments(trace, [(0, 0.8), (100, 0.7)], 0.05)[0]
+    assert math.isnan(short.worst_error)  # a segment no longer than the window

@@ -207,8 +207,8 @@ def segments(
 ) -> list[Segment]:
     """Per target change of `schedule` (as given to `simulate_stream`): how it was kept.
 
-    The worst error is measured once a full window has passed after the change
-    (or from the change on, for a window longer than the segment: nan).
+    The worst error is measured from one full window after the change to the
+    segment's end (nan when the segment is no longer than the window).
     """
     err = trace.relative_error()
     n, out = len(err), []
