@@ -25,6 +25,7 @@ PARTS = {
     "ravit.__main__": "cli",
     "ravit.cli": "cli",
     "ravit.reports": "reports",
+    "ravit.search": "reports",
     "ravit.demo": "reports",
     "ravit.training": "training",
     "ravit.export": "export",

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from ravit.cli.common import UsageError
+from ravit.cli.common import UsageError, int_list, name_list
 from ravit.cost import format_flops
 
 
@@ -39,6 +39,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--title", help="title of the report and plots (default: the data set)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
+
+    add_search_parser(sub)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -134,3 +136,115 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError("ravit report: no run folders found in " + " ".join(args.runs))
     progress = not args.no_progress and sys.stderr.isatty()
     return _report(runs, args.out, reference=args.reference, title=args.title, progress=progress)
+
+
+# -- search -----------------------------------------------------------------------
+
+
+def add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="search the layer allocation for a FLOPs budget (Optuna)")
+    p.add_argument("--data", required=True, help="data spec, e.g. cifar10:PATH")
+    p.add_argument("--budget", required=True,
+                   help="average FLOPs per image: 70%% (of --reference), 60M, 1.2G")  # fmt: skip
+    p.add_argument("--preset", default="cifar10", help="model preset (width, heads, patch)")
+    p.add_argument(
+        "--reference",
+        metavar="LAYERS",
+        help="the model a %% budget is of (default: the preset's plain ViT, e.g. 0-4)",
+    )
+    p.add_argument(
+        "--depths",
+        action="append",
+        metavar="LOW:HIGH,...",
+        help="depth range per branch, e.g. 0:2,1:4 (repeat for other branch counts)",
+    )
+    p.add_argument(
+        "--resolutions",
+        type=int_list,
+        help="sides the branches before the last may take (default: the preset's)",
+    )
+    p.add_argument(
+        "--heads",
+        type=name_list,
+        default=("linear",),
+        help="exit heads to choose from, e.g. linear,mlp (default linear)",
+    )
+    p.add_argument("--trials", type=int, default=20, help="trials in the study, all workers")
+    p.add_argument("--epochs", type=int, default=10, help="epochs of a trial never pruned")
+    p.add_argument("--pruner", default="hyperband", choices=("hyperband", "halving", "none"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage", help="SQLAlchemy URL of the study (default: OUT/study.db)")
+    p.add_argument("--study", help="study name in the storage (default ravit-search)")
+    p.add_argument("--out", required=True, help="folder of the search: trials, tables, plot")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="run-config overrides")
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from ravit.config import PRESETS, model_config
+
+    if importlib.util.find_spec("optuna") is None:
+        raise UsageError("ravit search needs Optuna: pip install 'ravit[search]'")
+    from ravit.cost import model_cost
+    from ravit.exits.budget import parse_budget
+    from ravit.search.outputs import write_outputs
+    from ravit.search.space import SearchSpace, default_space, parse_depths, plain_vit
+    from ravit.search.study import (
+        SearchSettings,
+        best_trial,
+        distinct_allocations,
+        results,
+        run_search,
+    )
+
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; expected one of {sorted(PRESETS)}")
+    base = default_space(args.preset)
+    space = SearchSpace(
+        args.preset,
+        parse_depths(args.depths) if args.depths else base.depths,
+        tuple(args.resolutions) if args.resolutions else base.resolution_choices,
+        tuple(args.heads),
+    )
+    reference = args.reference or plain_vit(args.preset)
+    ref_flops = model_cost(model_config(args.preset, reference)).total_flops
+    budget = parse_budget(args.budget, ref_flops)
+    settings = SearchSettings(args.data, budget, args.epochs, args.trials, args.pruner,
+                              args.seed, tuple(args.overrides))  # fmt: skip
+    out = Path(args.out)
+    refs = {f"ViT {reference}": ref_flops,
+            f"RAViT {PRESETS[args.preset].default_layers} (the paper's)":
+                model_cost(model_config(args.preset)).total_flops}  # fmt: skip
+    print(f"search: {len(space.allocations())} allocations, budget {format_flops(budget)} "
+          f"({100 * budget / ref_flops:.1f}% of ViT {reference}), {args.trials} trials of up to "
+          f"{args.epochs} epochs, into {out}/", flush=True)  # fmt: skip
+    start = time.perf_counter()
+
+    def on_trial(study, trial) -> None:
+        best = best_trial(study)
+        value = f" {100 * trial.value:.2f}%" if trial.state.name == "COMPLETE" else ""
+        again = " (drawn again: reused)" if "duplicate_of" in trial.user_attrs else ""
+        best_text = f"{best.attrs['allocation']} {100 * best.value:.2f}%" if best else "-"
+        seen = len(distinct_allocations(study))
+        print(f"[{time.perf_counter() - start:6.0f} s] allocation {seen} of {args.trials} "
+              f"(trial {trial.number}): {trial.user_attrs.get('allocation', '?')}"
+              f" {trial.state.name.lower()}{value}{again}; best so far {best_text}",
+              flush=True)  # fmt: skip
+        write_outputs(out, results(study), refs, budget)
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    study = run_search(out, space, settings, storage=args.storage, name=args.study,
+                       progress=progress, on_trial=on_trial)  # fmt: skip
+    files = write_outputs(out, results(study), refs, budget)
+    b = best_trial(study)
+    if b is not None:
+        print(
+            f"best: {b.attrs['allocation']}: val accuracy {100 * b.value:.2f}% at "
+            f"{format_flops(b.attrs['ee_flops'])} on average; run {b.attrs['run']}"
+        )
+    for f in files:
+        print(f"  {f}")
+    return 0

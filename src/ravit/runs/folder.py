@@ -66,14 +66,16 @@ def check_new(run: Path) -> None:
 
 
 def find_runs(paths: Iterable[str | os.PathLike]) -> list[str]:
-    """Run folders: each path that is one, else the run folders directly inside it."""
+    """Run folders: each path that is one, else the run folders directly inside it (or, in a
+    search folder of `ravit search`, inside its trials/)."""
     runs = []
     for path in paths:
         p = Path(path)
         if (p / CONFIG).exists():
             runs.append(str(path))
         elif p.is_dir():
-            runs += [str(c.parent) for c in sorted(p.glob(f"*/{CONFIG}"))]
+            inner = p / "trials" if (p / "trials").is_dir() else p
+            runs += [str(c.parent) for c in sorted(inner.glob(f"*/{CONFIG}"))]
     return runs
 
 
