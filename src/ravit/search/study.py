@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,23 +82,16 @@ def open_study(out: Path, space: SearchSpace, settings: SearchSettings,
     url = storage or f"sqlite:///{Path(out).resolve() / 'study.db'}"
     name = name or STUDY
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            store = optuna.storages.RDBStorage(
-                url, heartbeat_interval=settings.heartbeat, grace_period=settings.grace,
-                **_retry(max_retry=2),
-            )  # fmt: skip
-        study = optuna.create_study(
-            storage=store, study_name=name, direction="maximize", load_if_exists=True,
-            pruner=_pruner(settings.pruner, settings.epochs),
-            sampler=optuna.samplers.TPESampler(seed=settings.seed),
-        )  # fmt: skip
-    except ValueError:
-        raise
-    except Exception as err:  # SQLAlchemy and drivers raise many types
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"study storage {url!r} cannot be used: {first}") from None
+    pruner = _pruner(settings.pruner, settings.epochs)
+    for attempt in range(3):  # workers starting together race to create a new database
+        try:
+            study = _create(url, name, settings, pruner)
+            break
+        except Exception as err:  # SQLAlchemy and its drivers raise many types
+            if attempt == 2:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(f"study storage {url!r} cannot be used: {first}") from None
+            time.sleep(1 + attempt)
     key = {"space": space.to_dict(), **settings.identity()}
     saved = study.user_attrs.get("search")
     if saved is None:
@@ -109,6 +103,19 @@ def open_study(out: Path, space: SearchSpace, settings: SearchSettings,
             f"{', '.join(differs)}): give another --study name or --out folder"
         )
     return study
+
+
+def _create(url: str, name: str, settings: SearchSettings, pruner) -> optuna.Study:
+    with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        store = optuna.storages.RDBStorage(
+            url, heartbeat_interval=settings.heartbeat, grace_period=settings.grace,
+            **_retry(max_retry=2),
+        )  # fmt: skip
+    return optuna.create_study(
+        storage=store, study_name=name, direction="maximize", load_if_exists=True,
+        pruner=pruner, sampler=optuna.samplers.TPESampler(seed=settings.seed),
+    )  # fmt: skip
 
 
 def _retry(max_retry: int) -> dict:
