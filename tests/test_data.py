@@ -489,10 +489,19 @@ def test_decode_resizes_shorter_side_and_centre_crops(tmp_path):
     assert image.shape == (3, 32, 32) and (image[1, :, 1:-1] == 255).all()
 
 
-def test_imagefolder_non_image_file(tmp_path):
+def test_imagefolder_ignores_stray_files(tmp_path):
+    """As torchvision's ImageFolder: only files with an image extension count."""
     image_tree(tmp_path)
-    (tmp_path / "train" / "cat" / "notes.txt").write_text("hello")
-    with pytest.raises(ValueError, match="notes.txt: not an image file"):
+    before = load_data(f"imagefolder:{tmp_path}", "train").paths
+    for name in ("notes.txt", "Thumbs.db", ".DS_Store", "README"):
+        (tmp_path / "train" / "cat" / name).write_text("hello")
+    (tmp_path / "train" / "cat" / "desktop.ini").write_bytes(b"\xff\xfe")
+    after = load_data(f"imagefolder:{tmp_path}", "train")
+    assert after.paths == before and after.labels.tolist() == [0, 0, 1]
+    (tmp_path / "val" / "cow").mkdir()  # a class folder of stray files only
+    (tmp_path / "train" / "cow").mkdir()
+    (tmp_path / "train" / "cow" / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="cow: class folder holds no images; expected files"):
         load_data(f"imagefolder:{tmp_path}", "train")
 
 

@@ -2,9 +2,10 @@
 
 Both are read lazily (`FolderDataset`): listing the files is cheap, and each
 batch is decoded when asked for, so 100k Tiny ImageNet images cost no memory
-up front. At load time every listed file must have an image extension, and
-(unless ``verify=False``) its header must be one Pillow recognises, so a bad
-file fails at load with its name, not in the middle of an epoch.
+up front. Only files with an image extension are listed (stray files such as
+``notes.txt`` or ``Thumbs.db`` are ignored, as torchvision's ImageFolder does),
+and (unless ``verify=False``) each one's header must be one Pillow recognises,
+so a bad file fails at load with its name, not in the middle of an epoch.
 """
 
 from __future__ import annotations
@@ -26,23 +27,26 @@ TINY_FOLDER = "tiny-imagenet-200"
 def list_images(folder: Path) -> list[Path]:
     """Image files under `folder`, recursively, in sorted order.
 
-    Names starting with "." are skipped; any other file without an image
-    extension (case-insensitive) is an error naming it.
+    As torchvision's ImageFolder does, only files with an image extension
+    (case-insensitive) count: a stray ``notes.txt``, ``Thumbs.db`` or
+    ``.DS_Store`` is not part of the data set. Names starting with "." are
+    skipped whatever their extension.
     """
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
             path = Path(dirpath) / name
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise ValueError(
-                    f"{path}: not an image file; expected one of the extensions "
-                    f"{', '.join(IMAGE_EXTENSIONS)} (any case) in an image folder"
-                )
-            found.append(path)
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(path)
     return found
+
+
+def _no_images(folder: Path) -> ValueError:
+    return ValueError(
+        f"{folder}: class folder holds no images; expected files with the extensions "
+        f"{', '.join(IMAGE_EXTENSIONS)} (any case)"
+    )
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -82,7 +86,7 @@ def read_imagefolder(
             continue
         files = list_images(split_dir / name)
         if not files:
-            raise ValueError(f"{split_dir / name}: class folder holds no images")
+            raise _no_images(split_dir / name)
         paths += files
         labels += [label] * len(files)
     if verify:
@@ -171,7 +175,7 @@ def _tiny_train(base: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
             raise FileNotFoundError(f"{folder}: no such folder; expected the images of {wnid}")
         files = list_images(folder)
         if not files:
-            raise ValueError(f"{folder}: class folder holds no images")
+            raise _no_images(folder)
         paths += files
         labels += [label] * len(files)
     return paths, labels
