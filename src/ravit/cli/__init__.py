@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from ravit.cli import deploy, evaluate, experiments, info, train
 from ravit.cli.common import EXIT_USAGE, Parser, UsageError
+from ravit.errors import Interrupted
 
 __all__ = ["UsageError", "build_parser", "entry", "main"]
 
@@ -36,9 +37,14 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         return args.func(args)
+    except Interrupted as err:  # SIGINT / SIGTERM: stopped at a step boundary, resumable
+        command = getattr(args, "command", "train")
+        print(f"ravit: {err}; resume with: ravit {command} --resume {err.run}", file=sys.stderr)
+        return 128 + err.signum  # 130 for SIGINT, 143 for SIGTERM
     except UsageError as err:
         return _fail(str(err))
     except BrokenPipeError:  # `ravit ... | head`: the reader left; not an error
