@@ -8,6 +8,8 @@ RUN/checkpoint.pt   the latest epoch's model, optimiser and progress (ravit.runs
 RUN/cache/          cached exit logits of evaluations (ravit.runs.cache)
 RUN/thresholds.json the calibrated exit thresholds (ravit calibrate)
 RUN/distill.json    a distilled student's teacher and settings (ravit distill)
+RUN/dropped.json    image files left out because they do not read (data option skip_bad=1)
+RUN/.lock           held while a process trains the run (ravit.runs.lock)
 
 Training, evaluation, the runtimes, export, reports and the CLI all read and
 write a run through this module; it imports none of them.
@@ -43,6 +45,7 @@ CHECKPOINT = "checkpoint.pt"
 CACHE = "cache"
 THRESHOLDS = "thresholds.json"  # written by `ravit calibrate`, used by eval and predict
 DISTILL = "distill.json"  # the teacher and the distillation settings of `ravit distill`
+DROPPED = "dropped.json"  # unreadable image files left out of training (skip_bad=1)
 
 
 class RunExistsError(ValueError):
@@ -242,6 +245,27 @@ def saved_calibration(run: Path) -> Calibration | None:
             f"{', '.join(POLICIES)} and thresholds >= 0"
         )
     return cal
+
+
+def write_dropped(run: Path, indexing: list[str], training: list[dict]) -> dict:
+    """RUN/dropped.json: the files left out at indexing time and those that failed later.
+
+    `indexing` holds "path: reason" lines; `training` {"epoch", "file"} records.
+    """
+    record = {"count": len(indexing) + len(training), "indexing": indexing, "training": training}
+    write_json(Path(run) / DROPPED, record)
+    return record
+
+
+def read_dropped(run: Path) -> dict:
+    """RUN/dropped.json ({"count": 0, ...} when no file was ever left out)."""
+    path = Path(run) / DROPPED
+    if not path.is_file():
+        return {"count": 0, "indexing": [], "training": []}
+    data = read_json(path)
+    if not isinstance(data, dict) or not {"count", "indexing", "training"} <= set(data):
+        raise ValueError(f"{path} is not a ravit list of dropped files")
+    return data
 
 
 def write_distill(run: Path, record: dict[str, Any]) -> None:

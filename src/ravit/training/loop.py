@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ravit.config import ModelConfig, RunConfig, build_model_config, resolve_config
 from ravit.data import load_data, make_transform, train_val_split
+from ravit.data.base import BadImageError
 from ravit.data.loader import batch_loader, default_workers
 from ravit.devices import autocast_dtype, select_device
 from ravit.errors import Interrupted, describe_error
@@ -87,6 +88,7 @@ class Prepared:
     val_indices: list[int]
     dist: DistContext = field(default_factory=DistContext)  # this process in its group
     plan: TrainPlan | None = None  # built on the first epoch
+    dropped: list[str] = field(default_factory=list)  # files left out at indexing (skip_bad)
 
 
 @dataclass
@@ -112,10 +114,11 @@ class EpochProgress:
 
 
 class _Stopped(Exception):
-    """Raised inside train_epoch at a step boundary when a stop was requested."""
+    """Raised inside train_epoch at a step boundary: a stop was requested, or (`error`)
+    an image failed to decode and the data set does not skip bad files."""
 
-    def __init__(self, progress: EpochProgress):
-        self.progress = progress
+    def __init__(self, progress: EpochProgress, error: BadImageError | None = None):
+        self.progress, self.error = progress, error
 
 
 def data_info(data, spec: str) -> dict:
@@ -158,8 +161,9 @@ def prepare(
     optimizer = make_optimizer(model, cfg)
     info = data_info(full, cfg.data.spec)
     return Prepared(
-        cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist(), dist
-    )
+        cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist(), dist,
+        dropped=list(getattr(full, "dropped", [])),
+    )  # fmt: skip
 
 
 def keep_train_subset(train_idx: torch.Tensor, size: float | None, seed: int) -> torch.Tensor:
@@ -271,8 +275,15 @@ def train_epoch(
                    lr=t.peak_lr(), min_lr=t.min_lr)  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler,
-                           extra_loss)  # fmt: skip
+        before = sums.clone()
+        try:
+            loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler,
+                               extra_loss)  # fmt: skip
+        except BadImageError as err:  # a file that changed after indexing: stop resumably
+            bar.close()
+            seconds = spent + time.perf_counter() - start
+            scaled = scaler.state_dict() if scaler.is_enabled() else {}
+            raise _Stopped(EpochProgress(step, before, seconds, scaled), err) from None
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"epoch {epoch + 1}, step {step}: the loss is {loss}; lower train.lr "
@@ -339,6 +350,8 @@ def _accumulate(
     p.optimizer.zero_grad(set_to_none=True)
     for micro in range(t.grad_accum):
         images, labels = next(batches)
+        if len(labels) == 0:  # every image of it failed to decode (skip_bad): nothing to learn
+            continue
         piece = plan.sampler.piece(micro)
         aug = torch.Generator().manual_seed(step_seed(t.seed, epoch, step, piece, AUGMENT_STREAM))
         seed_device(step_seed(t.seed, epoch, step, piece, DROPOUT_STREAM), p.device)
@@ -414,6 +427,8 @@ def _start_new(run: Path, cfg: RunConfig, dist: DistContext | None = None) -> Pr
     env = runfs.environment(str(p.device))
     runfs.write_env(run, {**env, "world_size": dist.world_size})
     runfs.write_split(run, cfg.train.seed, p.val_indices)
+    if p.dropped:
+        runfs.write_dropped(run, p.dropped, [])
     return p
 
 
@@ -453,6 +468,9 @@ def _resume(
         ) from None
     if dist.is_main:
         runfs.truncate_metrics(run, state["epoch"])
+        before = runfs.read_dropped(run)
+        if p.dropped or before["count"]:
+            runfs.write_dropped(run, p.dropped, before["training"])
     return p, int(state["epoch"]), EpochProgress.from_state(state)
 
 
@@ -463,6 +481,25 @@ def _open(
     if resume:
         return _resume(run, overrides, dist)
     return _start_new(run, cfg or resolve_config(overrides=overrides), dist), 0, None
+
+
+def _record_failures(p: Prepared, run: Path, epoch: int) -> int:
+    """Add the files that failed to decode this epoch (skip_bad) to RUN/dropped.json.
+
+    Returns the number of files left out so far (at indexing and in training).
+    """
+    failed = getattr(p.plan.loader, "failed", []) if p.plan else []
+    if not failed and not p.dropped:
+        return 0
+    if not p.dist.is_main:
+        return len(p.dropped) + len(failed)
+    saved = runfs.read_dropped(run)
+    training, seen = list(saved["training"]), {r["file"] for r in saved["training"]}
+    for f in dict.fromkeys(failed):  # each file once, with the first epoch it failed in
+        if f not in seen:
+            training.append({"epoch": epoch + 1, "file": f})
+    failed.clear()
+    return runfs.write_dropped(run, p.dropped, training)["count"]
 
 
 def _agreed(p: Prepared, flag: bool) -> bool:
@@ -524,8 +561,18 @@ def fit(
             except _Stopped as stopped:
                 done = stopped.progress.step
                 where = f"in epoch {epoch + 1} after step {done} of {p.plan.sampler.steps_run}"
-                raise stop_here(epoch, stopped.progress, where) from None
+                interrupted = stop_here(epoch, stopped.progress, where)
+                if stopped.error is None:
+                    raise interrupted from None
+                raise ValueError(
+                    f"{stopped.error}; training stopped {where} with a checkpoint: replace the "
+                    "file with a readable image and resume (or train anew with skip_bad=1 in "
+                    "the data spec)"
+                ) from None
             record = {"epoch": epoch + 1, **metrics}
+            dropped = _record_failures(p, run, epoch)
+            if dropped:
+                record["dropped_files"] = dropped
             record.update(validate(p, eval_tf, progress=progress))
             record["world_size"] = dist.world_size
             if dist.is_main:
