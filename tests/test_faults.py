@@ -229,3 +229,21 @@ def test_a_config_that_does_not_match_the_checkpoint_names_both(copy_of, capsys)
     assert "embed_dim 32, not 48" in err and "a checkpoint of another model" in err
     assert main(resume_argv(run)) == 2
     assert f"{config}:" in one_line(capsys)
+
+
+# -- SIGKILL at random moments (benchmarks/bench_faults.py runs 20) -------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("RAVIT_SLOW_TESTS"), reason="about a minute: RAVIT_SLOW_TESTS=1 runs it"
+)
+def test_sigkill_mid_step_mid_checkpoint_and_mid_validation_resume_exactly():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_faults.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--kills", "3", "--others", "0", "--seed", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(x for x in done.stdout.splitlines() if x.startswith("SIGKILL"))
+    assert row.split()[-3:] == ["3", "3", "0"], done.stdout  # trials, survived, data lost

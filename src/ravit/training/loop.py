@@ -423,12 +423,13 @@ def _start_new(run: Path, cfg: RunConfig, dist: DistContext | None = None) -> Pr
     if not dist.is_main:
         return p
     run.mkdir(parents=True, exist_ok=True)
-    runfs.write_config(run, cfg.to_dict(), p.model.cfg.to_dict())
     env = runfs.environment(str(p.device))
     runfs.write_env(run, {**env, "world_size": dist.world_size})
     runfs.write_split(run, cfg.train.seed, p.val_indices)
     if p.dropped:
         runfs.write_dropped(run, p.dropped, [])
+    # config.yaml last: it marks a run, so a run killed before it is simply trained anew
+    runfs.write_config(run, cfg.to_dict(), p.model.cfg.to_dict())
     return p
 
 
