@@ -43,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except Interrupted as err:  # SIGINT / SIGTERM: stopped at a step boundary, resumable
         command = getattr(args, "command", "train")
-        print(f"ravit: {err}; resume with: ravit {command} --resume {err.run}", file=sys.stderr)
+        how = f"ravit {command if command == 'distill' else 'train'} --resume {err.run}"
+        if command == "suite":
+            how = "the same ravit suite command (it resumes unfinished runs)"
+        print(f"ravit: {err}; resume with: {how}", file=sys.stderr)
         return 128 + err.signum  # 130 for SIGINT, 143 for SIGTERM
     except UsageError as err:
         return _fail(str(err))
