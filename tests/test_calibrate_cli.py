@@ -25,6 +25,22 @@ def test_parse_budget():
     assert parse_budget("60M", 10**9) == pytest.approx(6e7)
     assert parse_budget("1.5G", 10**10) == pytest.approx(1.5e9)
     assert parse_budget("6e7", 10**9) == pytest.approx(6e7)
+    assert parse_budget("100%", 999) == 999 and parse_budget("1", 999, 100) == 999
+    assert parse_budget("10%", 1000, 100) == pytest.approx(100)  # the cheapest is reachable
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [("150%", "'150%' is 150% of the full path: a budget can be at most 100%"),
+     ("1.2G", "'1.2G' is 120% of the full path"), ("100.1%", "at most 100%"),
+     ("9%", "is below the cheapest reachable budget, 10% (100M FLOPs: every image leaving"),
+     ("1.5", "below the cheapest reachable budget"), ("nan", "positive and finite"),
+     ("-5%", "positive")],
+)  # fmt: skip
+def test_parse_budget_refuses_what_no_threshold_reaches(text, match):
+    with pytest.raises(ValueError) as info:
+        parse_budget(text, 10**9, 10**8)
+    assert match in str(info.value)
 
 
 def test_calibrate_budget_saves_thresholds_used_by_eval(run, capsys):
@@ -46,12 +62,39 @@ def test_calibrate_max_drop(run, capsys):
 @pytest.mark.parametrize(
     "argv, match",
     [(["--budget", "cheap"], "expected a fraction"), (["--budget", "0.01"], "below"),
-     (["--max-drop", "150"], "accuracy points")],
+     (["--max-drop", "150"], "accuracy points"),
+     (["--budget", "150%"], "budget '150%' is 150% of the full path: a budget can be at most 100%"),
+     (["--budget", "1.01"], "below the cheapest reachable budget, "),
+     (["--budget", "2%"], "is below the cheapest reachable budget, ")],
 )  # fmt: skip
 def test_calibrate_bad_input(run, capsys, argv, match):
+    before = (run / "thresholds.json").read_bytes() if (run / "thresholds.json").exists() else None
     assert main(["calibrate", str(run), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and match in err
+    after = (run / "thresholds.json").read_bytes() if (run / "thresholds.json").exists() else None
+    assert after == before  # nothing saved
+
+
+def test_calibrate_full_budget_means_no_early_exit(run, capsys):
+    assert main(["calibrate", str(run), "--budget", "100%", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["calibration"]["thresholds"] == [0.0]
+    assert saved["calibration"]["predicted"]["flops_ratio"] == 1.0
+
+
+def test_calibrate_cheapest_budget_is_named_and_reachable(run, capsys):
+    from ravit.cost import model_cost
+    from ravit.runs import load_run_model
+
+    cost = model_cost(load_run_model(run)[0].cfg)
+    cheapest = cost.exits[0].cumulative_flops
+    assert main(["calibrate", str(run), "--budget", f"{cheapest - 1}"]) == 2
+    share = f"{100 * cheapest / cost.total_flops:.4g}%"
+    assert f"below the cheapest reachable budget, {share}" in capsys.readouterr().err
+    assert main(["calibrate", str(run), "--budget", f"{cheapest}", "--json"]) == 0
+    saved = json.loads(capsys.readouterr().out)
+    assert saved["calibration"]["thresholds"] == ["inf"]  # every image leaves at exit 1
 
 
 def test_control_simulation_writes_a_plot(run, capsys):

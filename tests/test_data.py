@@ -33,8 +33,6 @@ from ravit.data.digits import digits_split
 
 
 def write_pickle(path: Path, obj) -> Path:
-    # Protocol 4: Python 3's protocol 2 pickles bytes through _codecs.encode,
-    # which the official (Python 2) files never reference, so it is refused.
     path.write_bytes(pickle.dumps(obj, protocol=4))
     return path
 
@@ -131,6 +129,43 @@ def test_cifar10_subset_reads_unchanged(data_root):
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 32, 32)
     assert torch.equal(images[1, 2, 3], torch.from_numpy(raw[b"data"][5, 2048 + 96 : 2048 + 128]))
     assert labels.tolist() == [raw[b"labels"][0], raw[b"labels"][5]]
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar10_subset_rewritten_by_python3_reads_the_same(data_root, tmp_path, protocol):
+    """Python 3 at protocol 2 writes every bytes object as _codecs.encode(text, 'latin1'),
+    and numpy at protocol 5 writes arrays through _frombuffer: both read, same pixels."""
+    source = data_root / "cifar10-subset" / "cifar-10-batches-py"
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for path in sorted(source.iterdir()):
+        if path.name.startswith(("data_batch", "test_batch", "batches.meta")):
+            with open(path, "rb") as f:
+                obj = pickle.load(f, encoding="bytes")
+            with open(folder / path.name, "wb") as f:
+                pickle.dump(obj, f, protocol=protocol)
+    if protocol == 2:
+        assert b"_codecs\nencode" in (folder / "test_batch").read_bytes()
+    for split in ("train", "test"):
+        ours = load_data(f"cifar10:{folder}", split)
+        official = load_data(f"cifar10:{source}", split)
+        assert torch.equal(ours.images, official.images)
+        assert torch.equal(ours.labels, official.labels) and ours.classes == official.classes
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        (pickle.dumps(b"x", protocol=2).replace(b"latin1", b"rot_13"), r"calls _codecs\.encode\("),
+        (b"\x80\x02c__builtin__\nbytes\nK\x05\x85R.", r"calls bytes\(5\)"),
+    ],
+)  # fmt: skip
+def test_protocol2_helpers_accept_only_what_python3_writes(tmp_path, payload, match):
+    (tmp_path / "test_batch").write_bytes(payload)
+    names = [f"class{i}".encode() for i in range(10)]
+    (tmp_path / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+    with pytest.raises(ValueError, match=f"test_batch: refused to unpickle: it {match}"):
+        load_data(f"cifar10:{tmp_path}", "test")
 
 
 def test_fashion_mnist_full(data_root):
@@ -454,10 +489,19 @@ def test_decode_resizes_shorter_side_and_centre_crops(tmp_path):
     assert image.shape == (3, 32, 32) and (image[1, :, 1:-1] == 255).all()
 
 
-def test_imagefolder_non_image_file(tmp_path):
+def test_imagefolder_ignores_stray_files(tmp_path):
+    """As torchvision's ImageFolder: only files with an image extension count."""
     image_tree(tmp_path)
-    (tmp_path / "train" / "cat" / "notes.txt").write_text("hello")
-    with pytest.raises(ValueError, match="notes.txt: not an image file"):
+    before = load_data(f"imagefolder:{tmp_path}", "train").paths
+    for name in ("notes.txt", "Thumbs.db", ".DS_Store", "README"):
+        (tmp_path / "train" / "cat" / name).write_text("hello")
+    (tmp_path / "train" / "cat" / "desktop.ini").write_bytes(b"\xff\xfe")
+    after = load_data(f"imagefolder:{tmp_path}", "train")
+    assert after.paths == before and after.labels.tolist() == [0, 0, 1]
+    (tmp_path / "val" / "cow").mkdir()  # a class folder of stray files only
+    (tmp_path / "train" / "cow").mkdir()
+    (tmp_path / "train" / "cow" / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="cow: class folder holds no images; expected files"):
         load_data(f"imagefolder:{tmp_path}", "train")
 
 

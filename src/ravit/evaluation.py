@@ -104,7 +104,8 @@ def evaluate_run(
     model, state = folder.load_run_model(run, device)
     info = state["data"]
     spec = data_spec or info["spec"]
-    key = cache_key(spec=spec, split=split, epoch=state["epoch"], cfg=model.cfg.to_dict())
+    at = {"epoch": state["epoch"], **({"step": state["step"]} if state.get("step") else {})}
+    key = cache_key(spec=spec, split=split, **at, cfg=model.cfg.to_dict())
     path = cache_path(run, split, key)
     cached = load_cached(path, key)
     if cached is not None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from ravit.cli import convert, deploy, evaluate, experiments, info, train
 from ravit.cli.common import EXIT_USAGE, Parser, UsageError
+from ravit.errors import Interrupted
 
 __all__ = ["UsageError", "build_parser", "entry", "main"]
 
@@ -43,9 +44,17 @@ def build_parser() -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
         return args.func(args)
+    except Interrupted as err:  # SIGINT / SIGTERM: stopped at a step boundary, resumable
+        command = getattr(args, "command", "train")
+        how = f"ravit {command if command == 'distill' else 'train'} --resume {err.run}"
+        if command == "suite":
+            how = "the same ravit suite command (it resumes unfinished runs)"
+        print(f"ravit: {err}; resume with: {how}", file=sys.stderr)
+        return 128 + err.signum  # 130 for SIGINT, 143 for SIGTERM
     except UsageError as err:
         return _fail(str(err))
     except BrokenPipeError:  # `ravit ... | head`: the reader left; not an error

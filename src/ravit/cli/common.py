@@ -128,4 +128,6 @@ def print_epoch(record: dict) -> None:
     )
     if "val_acc_exits" in record:
         line += "  val acc % " + "/".join(f"{100 * a:.1f}" for a in record["val_acc_exits"])
+    if record.get("dropped_files"):
+        line += f"  ({record['dropped_files']} unreadable files left out)"
     print(line, flush=True)

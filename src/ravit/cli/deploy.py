@@ -116,7 +116,7 @@ def _calibrated(args: argparse.Namespace, model, device) -> tuple[tuple[float, .
 
     val = evaluate_run(args.run, split="val", device=device)
     cost = model_cost(model.cfg)
-    budget = parse_budget(args.budget, cost.total_flops)
+    budget = parse_budget(args.budget, cost.total_flops, cost.exits[0].cumulative_flops)
     cal = calibrate_budget(val.logits.logits, val.logits.labels, cost, budget, args.policy)
     return cal.thresholds, cal.policy
 

@@ -166,7 +166,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.run} has a single exit: there is no threshold to calibrate")
     lv, lt = val.logits, test.logits
     if args.budget is not None:
-        budget = parse_budget(args.budget, cost.total_flops)
+        budget = parse_budget(args.budget, cost.total_flops, cost.exits[0].cumulative_flops)
         cal = calibrate_budget(lv.logits, lv.labels, cost, budget, args.policy)
     else:
         if not 0 <= args.max_drop < 100:

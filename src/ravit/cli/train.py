@@ -105,7 +105,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_USAGE  # another process failed; rank 0 reports why
     if main_process:
         print(done)
+        run = args.resume or args.out
+        if (dropped := _dropped(run)) is not None:
+            print(dropped)
     return 0
+
+
+def _dropped(run: str) -> str | None:
+    """The line saying how many unreadable files were left out (skip_bad=1), if any."""
+    from ravit.runs.folder import DROPPED, read_dropped
+
+    count = read_dropped(run)["count"]
+    if not count:
+        return None
+    files = f"{count} unreadable image file{'s' if count != 1 else ''}"
+    return f"{files} left out (skip_bad=1): listed in {run}/{DROPPED}"
 
 
 def _train(args: argparse.Namespace, *, progress: bool, on_epoch: Callable | None) -> str:

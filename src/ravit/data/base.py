@@ -23,6 +23,14 @@ _PIL_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 AUGMENTATIONS = ("crop-flip", "crop", "rrc-flip", "none")
 
 
+class BadImageError(ValueError):
+    """An image file that does not decode; `path` names it."""
+
+    def __init__(self, message: str, path: str | os.PathLike = ""):
+        self.path = str(path)  # (the DataLoader re-raises a worker's error from its message)
+        super().__init__(message)
+
+
 class ImageDataset:
     """Labels and metadata shared by every data set; subclasses supply the pixels.
 
@@ -151,7 +159,12 @@ class FolderDataset(ImageDataset):
     resized to `image_size` (antialiased bilinear) and centre cropped. A batch
     decodes on a small thread pool (Pillow releases the GIL while decoding);
     `__getitem__` decodes one image, for a torch DataLoader with workers.
-    A file that does not decode raises ValueError naming it.
+    A file that does not decode raises `BadImageError` (a ValueError) naming
+    it; with ``skip_bad=True`` it is left out of its batch instead (the batch
+    is smaller) and recorded in `failed` as "path: reason" (`__getitem__`
+    then returns the reason string in place of the image, for the loader's
+    collate to drop). `dropped` lists the files the reader left out at
+    indexing time (``skip_bad=1``), as "path: reason".
     """
 
     def __init__(
@@ -161,6 +174,8 @@ class FolderDataset(ImageDataset):
         *,
         channels: int = 3,
         image_size: int,
+        skip_bad: bool = False,
+        dropped: Sequence[str] = (),
         **meta: Any,
     ) -> None:
         labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
@@ -172,6 +187,9 @@ class FolderDataset(ImageDataset):
             raise ValueError(f"image_size must be positive, got {image_size}")
         super().__init__(labels, channels=channels, image_size=image_size, **meta)
         self.paths = [str(p) for p in paths]
+        self.skip_bad = bool(skip_bad)
+        self.dropped = list(dropped)
+        self.failed: list[str] = []  # "path: reason" of files that failed to decode (skip_bad)
 
     def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self._index(indices)
@@ -180,15 +198,22 @@ class FolderDataset(ImageDataset):
             arrays = list(_pool().map(self._decode, paths))
         else:
             arrays = [self._decode(p) for p in paths]
-        shape = (0, self.channels, self.image_size, self.image_size)
-        images = (
-            torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(shape, dtype=torch.uint8)
-        )
-        return images, self.labels[idx]
+        labels = self.labels[idx]
+        if self.skip_bad:
+            keep = [i for i, a in enumerate(arrays) if not isinstance(a, str)]
+            self.failed += [a for a in arrays if isinstance(a, str)]
+            arrays, labels = [arrays[i] for i in keep], labels[keep]
+        images = torch.from_numpy(np.stack(arrays)) if arrays else self.empty_batch()
+        return images, labels
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def empty_batch(self) -> torch.Tensor:
+        return torch.empty((0, self.channels, self.image_size, self.image_size), dtype=torch.uint8)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | str, int]:
         (j,) = self._index([i]).tolist()
-        return torch.from_numpy(self._decode(self.paths[j])), int(self.labels[j])
+        array = self._decode(self.paths[j])
+        image = array if isinstance(array, str) else torch.from_numpy(array)
+        return image, int(self.labels[j])
 
     def subset(self, indices: torch.Tensor) -> FolderDataset:
         idx = self._index(indices)
@@ -197,11 +222,19 @@ class FolderDataset(ImageDataset):
             self.labels[idx],
             channels=self.channels,
             image_size=self.image_size,
+            skip_bad=self.skip_bad,
+            dropped=self.dropped,
             **self._meta(),
         )
 
-    def _decode(self, path: str) -> np.ndarray:
-        return decode_image(path, self.channels, self.image_size)
+    def _decode(self, path: str) -> np.ndarray | str:
+        """The image, or (skip_bad) "path: reason" when it does not decode."""
+        try:
+            return decode_image(path, self.channels, self.image_size)
+        except BadImageError as err:
+            if not self.skip_bad:
+                raise
+            return str(err)
 
 
 def decode_image(path: str | os.PathLike, channels: int, size: int) -> np.ndarray:
@@ -219,28 +252,45 @@ def decode_image(path: str | os.PathLike, channels: int, size: int) -> np.ndarra
                 im = im.crop((left, top, left + size, top + size))
             array = np.array(im, dtype=np.uint8)  # a writable copy
     except _PIL_ERRORS as err:
-        raise ValueError(
+        raise BadImageError(
             f"{path}: not a readable image ({describe_error(err)}); "
-            "expected a JPEG, PNG, BMP or WebP file"
+            "expected a JPEG, PNG, BMP or WebP file",
+            path,
         ) from None
     return array[None] if array.ndim == 2 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def check_image_headers(paths: Sequence[str | os.PathLike]) -> None:
-    """Raise ValueError naming the first file whose header Pillow does not recognise.
+def find_bad_images(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """{path: "path: not an image (reason)"} of every file whose header Pillow does not
+    recognise, in order.
 
     Only the header is read (cheap), so a file truncated after its header is
     found later, when its batch is decoded.
     """
+    bad = {}
     for path in paths:
         try:
             with Image.open(path):
                 pass
         except _PIL_ERRORS as err:
-            raise ValueError(
-                f"{path}: not an image ({type(err).__name__}); "
-                "expected a JPEG, PNG, BMP or WebP file"
-            ) from None
+            bad[str(path)] = f"{path}: not an image ({type(err).__name__})"
+    return bad
+
+
+def check_image_headers(paths: Sequence[str | os.PathLike]) -> None:
+    """Raise ValueError naming every file whose header Pillow does not recognise, and the count."""
+    bad = find_bad_images(paths)
+    if bad:
+        raise ValueError(bad_images_message(list(bad.values()), len(paths)))
+
+
+def bad_images_message(bad: Sequence[str], total: int) -> str:
+    """One line naming every bad file ("path: reason"), the count, and the way out."""
+    return (
+        f"{len(bad)} of {total} image files do not read: {'; '.join(bad)}; expected JPEG, "
+        "PNG, BMP or WebP files: replace or remove them, or add skip_bad=1 to the data spec "
+        "to leave them out"
+    )
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None

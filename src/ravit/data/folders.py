@@ -2,9 +2,10 @@
 
 Both are read lazily (`FolderDataset`): listing the files is cheap, and each
 batch is decoded when asked for, so 100k Tiny ImageNet images cost no memory
-up front. At load time every listed file must have an image extension, and
-(unless ``verify=False``) its header must be one Pillow recognises, so a bad
-file fails at load with its name, not in the middle of an epoch.
+up front. Only files with an image extension are listed (stray files such as
+``notes.txt`` or ``Thumbs.db`` are ignored, as torchvision's ImageFolder does),
+and (unless ``verify=False``) each one's header must be one Pillow recognises,
+so a bad file fails at load with its name, not in the middle of an epoch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ravit.data.base import FolderDataset, check_image_headers
+from ravit.data.base import FolderDataset, bad_images_message, find_bad_images
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -26,23 +27,26 @@ TINY_FOLDER = "tiny-imagenet-200"
 def list_images(folder: Path) -> list[Path]:
     """Image files under `folder`, recursively, in sorted order.
 
-    Names starting with "." are skipped; any other file without an image
-    extension (case-insensitive) is an error naming it.
+    As torchvision's ImageFolder does, only files with an image extension
+    (case-insensitive) count: a stray ``notes.txt``, ``Thumbs.db`` or
+    ``.DS_Store`` is not part of the data set. Names starting with "." are
+    skipped whatever their extension.
     """
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
             path = Path(dirpath) / name
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise ValueError(
-                    f"{path}: not an image file; expected one of the extensions "
-                    f"{', '.join(IMAGE_EXTENSIONS)} (any case) in an image folder"
-                )
-            found.append(path)
+            if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append(path)
     return found
+
+
+def _no_images(folder: Path) -> ValueError:
+    return ValueError(
+        f"{folder}: class folder holds no images; expected files with the extensions "
+        f"{', '.join(IMAGE_EXTENSIONS)} (any case)"
+    )
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -55,13 +59,40 @@ def class_folders(folder: Path) -> list[str]:
     return names
 
 
+def screen(
+    paths: list[Path], labels: list[int], verify: bool, skip_bad: bool
+) -> tuple[list[Path], list[int], list[str]]:
+    """Check every file's header (`verify`): refuse naming every bad one, or drop them.
+
+    Returns the kept paths and labels and the dropped files as "path: reason".
+    """
+    if not verify:
+        return paths, labels, []
+    bad = find_bad_images(paths)
+    if not bad:
+        return paths, labels, []
+    reasons = list(bad.values())
+    kept = [(p, y) for p, y in zip(paths, labels) if str(p) not in bad]
+    if not skip_bad or not kept:
+        raise ValueError(bad_images_message(reasons, len(paths)))
+    return [p for p, _ in kept], [y for _, y in kept], reasons
+
+
 def read_imagefolder(
-    root: str | Path, split: str, *, size: int = 224, channels: int = 3, verify: bool = True
+    root: str | Path,
+    split: str,
+    *,
+    size: int = 224,
+    channels: int = 3,
+    verify: bool = True,
+    skip_bad: bool = False,
 ) -> FolderDataset:
     """`root/train/<class>/*` for "train"; `root/test/<class>/*` (or `val/`) for "test".
 
     Classes (and their label order) come from `train/`, so both splits agree;
-    a test class absent from `train/` is an error.
+    a test class absent from `train/` is an error. Files whose header does not
+    read are refused, all named; `skip_bad` leaves them out instead (listed in
+    the data set's `dropped`), and leaves out files that fail to decode later.
     """
     root = Path(root)
     split_dir = root / "train"
@@ -82,17 +113,18 @@ def read_imagefolder(
             continue
         files = list_images(split_dir / name)
         if not files:
-            raise ValueError(f"{split_dir / name}: class folder holds no images")
+            raise _no_images(split_dir / name)
         paths += files
         labels += [label] * len(files)
-    if verify:
-        check_image_headers(paths)
+    paths, labels, dropped = screen(paths, labels, verify, skip_bad)
     mean, std = IMAGENET_STATS if channels == 3 else IMAGENET_GRAY_STATS
     return FolderDataset(
         paths,
         torch.tensor(labels, dtype=torch.int64),
         channels=channels,
         image_size=size,
+        skip_bad=skip_bad,
+        dropped=dropped,
         classes=classes,
         mean=mean,
         std=std,
@@ -103,7 +135,7 @@ def read_imagefolder(
 
 
 def read_tiny_imagenet(
-    root: str | Path, split: str, *, size: int = 64, verify: bool = True
+    root: str | Path, split: str, *, size: int = 64, verify: bool = True, skip_bad: bool = False
 ) -> FolderDataset:
     """Tiny ImageNet (200 classes, 64x64): "train" is train/, "test" is the labelled val/.
 
@@ -115,13 +147,14 @@ def read_tiny_imagenet(
         paths, labels = _tiny_train(base, wnids)
     else:
         paths, labels = _tiny_val(base, wnids)
-    if verify:
-        check_image_headers(paths)
+    paths, labels, dropped = screen(paths, labels, verify, skip_bad)
     return FolderDataset(
         paths,
         torch.tensor(labels, dtype=torch.int64),
         channels=3,
         image_size=size,
+        skip_bad=skip_bad,
+        dropped=dropped,
         classes=class_names(base / "words.txt", wnids),
         mean=IMAGENET_STATS[0],
         std=IMAGENET_STATS[1],
@@ -171,7 +204,7 @@ def _tiny_train(base: Path, wnids: list[str]) -> tuple[list[Path], list[int]]:
             raise FileNotFoundError(f"{folder}: no such folder; expected the images of {wnid}")
         files = list_images(folder)
         if not files:
-            raise ValueError(f"{folder}: class folder holds no images")
+            raise _no_images(folder)
         paths += files
         labels += [label] * len(files)
     return paths, labels

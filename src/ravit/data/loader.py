@@ -14,14 +14,16 @@ are gathered in the main process, where a worker would only add copies.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import signal
 from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 
-from ravit.data.base import FolderDataset, ImageDataset
+from ravit.data.base import BadImageError, FolderDataset, ImageDataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 MAX_AUTO_WORKERS = 8
@@ -56,6 +58,21 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: the trainer stops at a step boundary
+    # (ravit.training.stopping) and needs its workers alive until then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def collate_skipping(items: list, *, empty: torch.Tensor) -> tuple:
+    """A worker's batch without the images that failed to decode (skip_bad).
+
+    `FolderDataset.__getitem__` hands a "path: reason" string in place of such
+    an image; the batch carries those strings third, for `_Workers` to record.
+    """
+    good = [(x, y) for x, y in items if not isinstance(x, str)]
+    images = torch.stack([x for x, _ in good]) if good else empty
+    labels = torch.tensor([y for _, y in good], dtype=torch.int64)
+    return images, labels, [x for x, _ in items if isinstance(x, str)]
 
 
 class _InProcess:
@@ -63,6 +80,8 @@ class _InProcess:
 
     def __init__(self, dataset: ImageDataset, batch_sampler: Iterable[list[int]]) -> None:
         self.dataset, self.batch_sampler = dataset, batch_sampler
+        # files that failed to decode and were left out (skip_bad), "path: reason"
+        self.failed: list[str] = getattr(dataset, "failed", [])
 
     def __iter__(self) -> Iterator[Batch]:
         for indices in self.batch_sampler:
@@ -77,17 +96,23 @@ class _Workers:
 
     def __init__(self, loader: torch.utils.data.DataLoader) -> None:
         self.loader = loader
+        self.failed: list[str] = []  # files the workers left out (skip_bad), "path: reason"
 
     def __iter__(self) -> Iterator[Batch]:
         try:
-            yield from self.loader
+            for batch in self.loader:
+                if len(batch) == 3:  # collate_skipping
+                    self.failed += batch[2]
+                yield batch[0], batch[1]
         except (ValueError, OSError) as err:
             # The DataLoader re-raises "Caught ValueError in DataLoader worker process 0.
             # Original Traceback ...": keep the original message, its last line.
             lines = [line for line in str(err).splitlines() if line.strip()]
             last = lines[-1] if lines else str(err)
-            prefix = f"{type(err).__name__}: "
-            message = last[len(prefix) :] if last.startswith(prefix) else last
+            name = f"{type(err).__name__}: "
+            message = last[last.index(name) + len(name) :] if name in last else last
+            if isinstance(err, BadImageError):
+                raise BadImageError(message, message.partition(": ")[0]) from None
             raise (ValueError if isinstance(err, ValueError) else OSError)(message) from None
 
     def __len__(self) -> int:
@@ -114,9 +139,13 @@ def batch_loader(
         raise ValueError(f"workers must be >= 0 and prefetch >= 1, got {workers} and {prefetch}")
     if workers == 0:
         return _InProcess(dataset, batch_sampler)
+    collate = None
+    if isinstance(dataset, FolderDataset) and dataset.skip_bad:
+        collate = functools.partial(collate_skipping, empty=dataset.empty_batch())
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batch_sampler,  # type: ignore[arg-type]
+        collate_fn=collate,
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=prefetch,

@@ -1,8 +1,8 @@
 """``--data`` specs: ``NAME[:PATH][?key=value&key=value]`` to a data set.
 
 Options: ``augment`` (every data set) overrides the default train
-augmentation; ``size``, ``channels`` and ``verify`` apply to the image-file
-readers (see `DATASETS` and docs/data.md).
+augmentation; ``size``, ``channels``, ``verify`` and ``skip_bad`` apply to the
+image-file readers (see `DATASETS` and docs/data.md).
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ _READERS: dict[str, _Reader] = {
     "tiny-imagenet": _Reader(
         read_tiny_imagenet,
         "tiny-imagenet-200/ (wnids.txt, train/<wnid>/images/, val/), or be that folder",
-        ("size", "verify"),
+        ("size", "verify", "skip_bad"),
     ),
     "imagefolder": _Reader(
         read_imagefolder,
         "train/<class>/<image> and val/<class>/<image> (or test/)",
-        ("size", "channels", "verify"),
+        ("size", "channels", "verify", "skip_bad"),
     ),
     "digits": _Reader(lambda path, split: read_digits(split), ""),
 }
@@ -107,9 +107,9 @@ def _convert_option(key: str, value: str, spec: str) -> Any:
         if value not in AUGMENTATIONS:
             raise ValueError(f"augment={value!r} in {spec!r}; expected one of {AUGMENTATIONS}")
         return value
-    if key == "verify":
+    if key in ("verify", "skip_bad"):
         if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
-            raise ValueError(f"verify={value!r} in {spec!r}; expected 0/1/true/false/yes/no")
+            raise ValueError(f"{key}={value!r} in {spec!r}; expected 0/1/true/false/yes/no")
         return value.lower() in ("1", "true", "yes")
     allowed = {"size": None, "channels": (1, 3)}[key]
     if not value.isdigit() or int(value) <= 0 or (allowed and int(value) not in allowed):

@@ -206,14 +206,18 @@ class BudgetController:
         self.knob = min(max(u - self.drift, self.table.min_fraction), 1.0)
 
 
-def parse_budget(text: str, total_flops: int) -> float:
+def parse_budget(text: str, total_flops: int, cheapest_flops: float | None = None) -> float:
     """A budget as people write it -> absolute FLOPs per image.
 
     '0.7' or '70%' are fractions of the full path (`total_flops`); '60M',
-    '1.2G' and '6e7' (any number above 1) are FLOPs.
+    '1.2G' and '6e7' (any number above 1) are FLOPs. A budget above the full
+    path (above 100 %) buys nothing more and is refused, as is one below
+    `cheapest_flops` (the first exit's cost, when given: every image leaving
+    there), whose message names that cheapest reachable budget. Exactly 100 %
+    is allowed (no early exit).
     """
     t = text.strip().upper()
-    scale = {"%": 0.01 * total_flops, "M": 1e6, "G": 1e9}.get(t[-1:]) if t else None
+    scale = {"%": total_flops / 100, "M": 1e6, "G": 1e9}.get(t[-1:]) if t else None
     try:
         value = float(t[:-1] if scale else t)
     except ValueError:
@@ -221,8 +225,35 @@ def parse_budget(text: str, total_flops: int) -> float:
             f"budget {text!r}: expected a fraction of the full path (0.7 or 70%) or FLOPs "
             "(60M, 1.2G, 6e7)"
         ) from None
-    if not value > 0:
-        raise ValueError(f"budget {text!r} must be positive")
-    if scale:
-        return value * scale
-    return value * total_flops if value <= 1 else value
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"budget {text!r} must be positive and finite")
+    if t.endswith("%"):
+        flops = value / 100 * total_flops
+    elif scale:
+        flops = value * scale
+    else:
+        flops = value * total_flops if value <= 1 else value
+    if flops > total_flops * (1 + 1e-9):
+        raise ValueError(
+            f"budget {text!r} is {_share(flops, total_flops)} of the full path: a budget can be "
+            f"at most 100% ({_flops(total_flops)} FLOPs per image, no early exit)"
+        )
+    if cheapest_flops is not None and flops < cheapest_flops * (1 - 1e-9):
+        raise ValueError(
+            f"budget {text!r} ({_flops(flops)} FLOPs per image, {_share(flops, total_flops)} of "
+            f"the full path) is below the cheapest reachable budget, "
+            f"{_share(cheapest_flops, total_flops)} ({_flops(cheapest_flops)} FLOPs: every image "
+            "leaving at exit 1)"
+        )
+    return min(flops, float(total_flops))
+
+
+def _flops(flops: float) -> str:
+    for unit, name in ((1e9, "G"), (1e6, "M")):
+        if flops >= unit:
+            return f"{flops / unit:.4g}{name}"
+    return f"{flops:.4g}"
+
+
+def _share(flops: float, total: float) -> str:
+    return f"{100 * flops / total:.4g}%"

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ravit.runs.folder import CACHE
-from ravit.runs.io import atomic_write
+from ravit.runs.io import torch_save
 
 
 @dataclass
@@ -56,4 +56,4 @@ def load_cached(path: Path, key: str) -> ExitLogits | None:
 
 def save_cached(path: Path, key: str, result: ExitLogits) -> None:
     state = {"key": key, "logits": result.logits, "labels": result.labels}
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    torch_save(state, path)

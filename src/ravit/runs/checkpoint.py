@@ -15,7 +15,7 @@ import torch
 
 from ravit.config import ModelConfig
 from ravit.models import RAViT
-from ravit.runs.io import atomic_write
+from ravit.runs.io import torch_save
 
 FORMAT = "ravit-checkpoint"
 VERSION = 1
@@ -29,7 +29,7 @@ def save_checkpoint(path: str | os.PathLike, model: RAViT, **extra: Any) -> None
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    torch_save(state, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

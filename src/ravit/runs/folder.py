@@ -9,6 +9,8 @@ RUN/cache/          cached exit logits of evaluations (ravit.runs.cache)
 RUN/thresholds.json the calibrated exit thresholds (ravit calibrate)
 RUN/distill.json    a distilled student's teacher and settings (ravit distill)
 RUN/converted.json  the ViT a converted run started from, and how (ravit convert)
+RUN/dropped.json    image files left out because they do not read (data option skip_bad=1)
+RUN/.lock           held while a process trains the run (ravit.runs.lock)
 
 Training, evaluation, the runtimes, export, reports and the CLI all read and
 write a run through this module; it imports none of them.
@@ -29,6 +31,7 @@ import torch
 import yaml
 
 from ravit.config import ModelConfig
+from ravit.errors import describe_error
 from ravit.exits.calibration import Calibration
 from ravit.exits.simulation import EarlyExitResult
 from ravit.models import RAViT
@@ -44,6 +47,7 @@ CACHE = "cache"
 THRESHOLDS = "thresholds.json"  # written by `ravit calibrate`, used by eval and predict
 DISTILL = "distill.json"  # the teacher and the distillation settings of `ravit distill`
 CONVERTED = "converted.json"  # the ViT a converted run started from (`ravit convert`)
+DROPPED = "dropped.json"  # unreadable image files left out of training (skip_bad=1)
 
 
 class RunExistsError(ValueError):
@@ -162,10 +166,23 @@ def append_metrics(run: Path, record: dict) -> None:
 
 
 def read_metrics(run: Path) -> list[dict]:
+    """The epoch records; a last line cut short (a kill or a full disk mid-append) is dropped."""
     path = Path(run) / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):  # no newline after it: an append that never finished
+                break
+            raise ValueError(f"{path}:{number} is not a JSON record: {err}") from None
+    return records
 
 
 def truncate_metrics(run: Path, epochs_done: int) -> None:
@@ -205,9 +222,54 @@ def read_thresholds(run: Path) -> dict | None:
 
 
 def saved_calibration(run: Path) -> Calibration | None:
-    """The run's calibrated thresholds (`ravit calibrate`), or None if it has none."""
+    """The run's calibrated thresholds (`ravit calibrate`), or None if it has none.
+
+    A file edited by hand is checked against the run's model (one threshold
+    per early exit, a known policy); a bad one is a ValueError naming it.
+    """
+    from ravit.exits.names import POLICIES
+
     saved = read_thresholds(run)
-    return None if saved is None else Calibration.from_dict(saved["calibration"])
+    if saved is None:
+        return None
+    path = Path(run) / THRESHOLDS
+    try:
+        cal = Calibration.from_dict(saved["calibration"])
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path} is not a ravit thresholds file: {describe_error(err)}") from None
+    early = len(ModelConfig.from_dict(read_config(run)[1]).present) - 1
+    if len(cal.thresholds) != early:
+        raise ValueError(
+            f"{path} holds {len(cal.thresholds)} thresholds; the model of {Path(run) / CONFIG} "
+            f"has {early} early exit{'s' if early != 1 else ''}: calibrate it again"
+        )
+    if cal.policy not in POLICIES or any(not t >= 0 for t in cal.thresholds):
+        raise ValueError(
+            f"{path}: policy {cal.policy!r}, thresholds {list(cal.thresholds)}; expected one of "
+            f"{', '.join(POLICIES)} and thresholds >= 0"
+        )
+    return cal
+
+
+def write_dropped(run: Path, indexing: list[str], training: list[dict]) -> dict:
+    """RUN/dropped.json: the files left out at indexing time and those that failed later.
+
+    `indexing` holds "path: reason" lines; `training` {"epoch", "file"} records.
+    """
+    record = {"count": len(indexing) + len(training), "indexing": indexing, "training": training}
+    write_json(Path(run) / DROPPED, record)
+    return record
+
+
+def read_dropped(run: Path) -> dict:
+    """RUN/dropped.json ({"count": 0, ...} when no file was ever left out)."""
+    path = Path(run) / DROPPED
+    if not path.is_file():
+        return {"count": 0, "indexing": [], "training": []}
+    data = read_json(path)
+    if not isinstance(data, dict) or not {"count", "indexing", "training"} <= set(data):
+        raise ValueError(f"{path} is not a ravit list of dropped files")
+    return data
 
 
 def write_distill(run: Path, record: dict[str, Any]) -> None:
@@ -238,6 +300,13 @@ def read_converted(run: Path) -> dict[str, Any]:
     return data
 
 
+def model_difference(found: ModelConfig, expected: ModelConfig) -> str:
+    """The settings in which two model configs differ, e.g. "embed_dim 48, not 32"."""
+    a, b = found.to_dict(), expected.to_dict()
+    keys = [k for k in {**a, **b} if a.get(k) != b.get(k)]
+    return ", ".join(f"{k} {a.get(k)!r:.40}, not {b.get(k)!r:.40}" for k in keys[:3])
+
+
 def load_run_model(run: str | Path, device: torch.device | str = "cpu") -> tuple[RAViT, dict]:
     """The trained model of a run folder and its checkpoint state (without weights)."""
     run = Path(run)
@@ -253,7 +322,8 @@ def load_run_model(run: str | Path, device: torch.device | str = "cpu") -> tuple
     if model.cfg != expected:
         raise ValueError(
             f"{path} holds a model {model.cfg.layers!r} that is not the one "
-            f"{run / CONFIG} describes ({expected.layers!r}): a checkpoint of another model"
+            f"{run / CONFIG} describes ({expected.layers!r}; "
+            f"{model_difference(model.cfg, expected)}): a checkpoint of another model"
         )
     if "data" not in state:
         raise ValueError(f"{path} has no data section: not written by ravit train")

@@ -257,8 +257,11 @@ class GlobalBatchSampler:
             )
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Hand out `epoch`'s batches from global batch `start_step` on (a resumed epoch)."""
+        if not 0 <= start_step <= self.steps_run:
+            raise ValueError(f"start_step={start_step} is outside [0, {self.steps_run}]")
+        self.epoch, self.start_step = epoch, start_step
         gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, 0))
         self.order = torch.randperm(self.n, generator=gen)
 
@@ -277,12 +280,12 @@ class GlobalBatchSampler:
         return self.rank * self.grad_accum + micro
 
     def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.steps_run):
+        for step in range(self.start_step, self.steps_run):
             for idx in self.micro_batches(step):
                 yield idx.tolist()
 
     def __len__(self) -> int:
-        return self.steps_run * self.grad_accum
+        return (self.steps_run - self.start_step) * self.grad_accum
 
 
 def wrap_model(

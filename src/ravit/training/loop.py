@@ -6,6 +6,13 @@ function of the global step. A checkpoint at the end of every epoch holds the
 model, the optimiser and the epoch count, so a run resumed from it ends with
 the same weights as an uninterrupted run (same device, same seed).
 
+SIGINT / SIGTERM (`ravit.training.stopping`) stop the run at the next step
+boundary: the checkpoint then also holds the steps done in the current epoch
+("step"), that epoch's running sums and the AMP grad scaler, and a resume
+continues the epoch from that step, again with the same weights as an
+uninterrupted run. A run folder is trained by one process at a time
+(`ravit.runs.lock`).
+
 The same loop runs alone or in every process of a torchrun launch (data
 parallel, DDP); `ravit.training.distributed` says how a global batch is
 shared out. Only rank 0 writes the run folder and logs.
@@ -27,12 +34,15 @@ import torch.nn.functional as F
 
 from ravit.config import ModelConfig, RunConfig, build_model_config, resolve_config
 from ravit.data import data_info, load_data, make_transform, split_indices
+from ravit.data.base import BadImageError
 from ravit.data.loader import batch_loader, default_workers
 from ravit.devices import autocast_dtype, select_device
+from ravit.errors import Interrupted, describe_error
 from ravit.evaluation import collect_logits
 from ravit.models import RAViT
 from ravit.runs import folder as runfs
 from ravit.runs.checkpoint import load_checkpoint, model_from_state, save_checkpoint
+from ravit.runs.lock import hold_run
 from ravit.training import distributed
 from ravit.training.distributed import (
     AUGMENT_STREAM,
@@ -44,6 +54,7 @@ from ravit.training.distributed import (
 )
 from ravit.training.loss import exit_weights, multi_exit_loss
 from ravit.training.schedule import lr_at
+from ravit.training.stopping import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +88,37 @@ class Prepared:
     val_indices: list[int]
     dist: DistContext = field(default_factory=DistContext)  # this process in its group
     plan: TrainPlan | None = None  # built on the first epoch
+    dropped: list[str] = field(default_factory=list)  # files left out at indexing (skip_bad)
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch got when a stop was requested (saved in a mid-epoch checkpoint)."""
+
+    step: int  # global batches done in the epoch
+    sums: torch.Tensor  # the epoch's running sums so far (see train_epoch)
+    seconds: float  # training time spent on those steps
+    scaler: dict  # the AMP grad scaler's state
+
+    def to_state(self) -> dict[str, Any]:
+        partial = {"sums": self.sums.cpu(), "seconds": self.seconds, "scaler": self.scaler}
+        return {"step": self.step, "partial": partial}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EpochProgress | None:
+        if not state.get("step"):
+            return None
+        partial = state["partial"]
+        return cls(int(state["step"]), partial["sums"], float(partial["seconds"]),
+                   dict(partial["scaler"]))  # fmt: skip
+
+
+class _Stopped(Exception):
+    """Raised inside train_epoch at a step boundary: a stop was requested, or (`error`)
+    an image failed to decode and the data set does not skip bad files."""
+
+    def __init__(self, progress: EpochProgress, error: BadImageError | None = None):
+        self.progress, self.error = progress, error
 
 
 def prepare(
@@ -113,8 +155,9 @@ def prepare(
     optimizer = make_optimizer(model, cfg)
     info = data_info(full, cfg.data.spec)
     return Prepared(
-        cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist(), dist
-    )
+        cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist(), dist,
+        dropped=list(getattr(full, "dropped", [])),
+    )  # fmt: skip
 
 
 def init_weights(model: RAViT, run: str) -> None:
@@ -196,13 +239,20 @@ def train_epoch(
     *,
     progress: bool = False,
     extra_loss: ExtraLoss | None = None,
+    resume_from: EpochProgress | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """One pass over the training data; returns the epoch's metrics over all processes."""
+    """One pass over the training data; returns the epoch's metrics over all processes.
+
+    `resume_from` continues an epoch a stop interrupted; `stop` is asked before
+    every step, and when it says so the epoch raises `_Stopped` with its progress.
+    """
     from tqdm import tqdm
 
     t, plan = p.cfg.train, train_plan(p)
     sampler = plan.sampler
-    sampler.set_epoch(epoch)
+    first = resume_from.step if resume_from else 0
+    sampler.set_epoch(epoch, first)
     steps, opt = sampler.steps_per_epoch, p.optimizer
     total_steps, warmup = steps * t.epochs, round(steps * t.warmup_epochs)
     amp = autocast_dtype(t.amp, p.device)
@@ -210,17 +260,35 @@ def train_epoch(
     p.model.train()
     # images seen, total loss, each exit's loss, each exit's correct answers (sums)
     sums = torch.zeros(2 * p.model.num_exits + 2, dtype=_sum_dtype(p.device), device=p.device)
+    spent = 0.0
+    if resume_from is not None:
+        sums.copy_(resume_from.sums.to(sums.dtype))
+        if resume_from.scaler:
+            scaler.load_state_dict(resume_from.scaler)
+        spent = resume_from.seconds
     batches = iter(plan.loader)
-    bar = tqdm(total=sampler.steps_run, desc=f"epoch {epoch + 1}/{t.epochs}",
+    bar = tqdm(total=sampler.steps_run, initial=first, desc=f"epoch {epoch + 1}/{t.epochs}",
                disable=not (progress and p.dist.is_main), leave=False, unit="batch")  # fmt: skip
     start = time.perf_counter()
-    for step in range(sampler.steps_run):
+    for step in range(first, sampler.steps_run):
+        if stop is not None and stop():
+            bar.close()
+            seconds = spent + time.perf_counter() - start
+            scaled = scaler.state_dict() if scaler.is_enabled() else {}
+            raise _Stopped(EpochProgress(step, sums.detach().clone(), seconds, scaled))
         lr = lr_at(epoch * steps + step, total_steps=total_steps, warmup_steps=warmup,
                    lr=t.peak_lr(), min_lr=t.min_lr)  # fmt: skip
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler,
-                           extra_loss)  # fmt: skip
+        before = sums.clone()
+        try:
+            loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler,
+                               extra_loss)  # fmt: skip
+        except BadImageError as err:  # a file that changed after indexing: stop resumably
+            bar.close()
+            seconds = spent + time.perf_counter() - start
+            scaled = scaler.state_dict() if scaler.is_enabled() else {}
+            raise _Stopped(EpochProgress(step, before, seconds, scaled), err) from None
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"epoch {epoch + 1}, step {step}: the loss is {loss}; lower train.lr "
@@ -235,7 +303,7 @@ def train_epoch(
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
     bar.close()
     totals = distributed.all_reduce_sum(sums, p.dist).double().cpu()
-    elapsed, seen, e = time.perf_counter() - start, totals[0].item(), p.model.num_exits
+    elapsed, seen, e = spent + time.perf_counter() - start, totals[0].item(), p.model.num_exits
     return {
         "train_loss": totals[1].item() / seen,
         "train_loss_exits": (totals[2 : e + 2] / seen).tolist(),
@@ -287,6 +355,8 @@ def _accumulate(
     p.optimizer.zero_grad(set_to_none=True)
     for micro in range(t.grad_accum):
         images, labels = next(batches)
+        if len(labels) == 0:  # every image of it failed to decode (skip_bad): nothing to learn
+            continue
         piece = plan.sampler.piece(micro)
         aug = torch.Generator().manual_seed(step_seed(t.seed, epoch, step, piece, AUGMENT_STREAM))
         seed_device(step_seed(t.seed, epoch, step, piece, DROPOUT_STREAM), p.device)
@@ -358,32 +428,41 @@ def _start_new(run: Path, cfg: RunConfig, dist: DistContext | None = None) -> Pr
     if not dist.is_main:
         return p
     run.mkdir(parents=True, exist_ok=True)
-    runfs.write_config(run, cfg.to_dict(), p.model.cfg.to_dict())
     env = runfs.environment(str(p.device))
     runfs.write_env(run, {**env, "world_size": dist.world_size})
     runfs.write_split(run, cfg.train.seed, p.val_indices)
+    if p.dropped:
+        runfs.write_dropped(run, p.dropped, [])
+    # config.yaml last: it marks a run, so a run killed before it is simply trained anew
+    runfs.write_config(run, cfg.to_dict(), p.model.cfg.to_dict())
     return p
 
 
 def _resume(
     run: Path, overrides: list[str], dist: DistContext | None = None
-) -> tuple[Prepared, int]:
+) -> tuple[Prepared, int, EpochProgress | None]:
     """Every rank reads the run folder (shared by all nodes); rank 0 trims its metrics."""
     dist = dist or DistContext()
     sections, saved_model = runfs.read_config(run)
     cfg = resolve_config(overrides=overrides, base=sections)
     ckpt = run / runfs.CHECKPOINT
     p = prepare(cfg, val_indices=runfs.read_split(run), dist=dist, initialise=not ckpt.exists())
-    if p.model.cfg != ModelConfig.from_dict(saved_model):
-        raise ValueError(f"{run}: the overrides change the model; only train settings may change")
+    saved_cfg = ModelConfig.from_dict(saved_model)
+    if p.model.cfg != saved_cfg:
+        raise ValueError(
+            f"{run / runfs.CONFIG}: its model section (with the overrides) gives another model "
+            f"than its resolved_model ({runfs.model_difference(p.model.cfg, saved_cfg)}); "
+            "only train settings may change on resume"
+        )
     if not ckpt.exists():  # killed before the first epoch ended: start over, same seed
-        return p, 0
+        return p, 0, None
     state = load_checkpoint(ckpt)
     model = model_from_state(state, str(ckpt))
     if model.cfg != p.model.cfg:
         raise ValueError(
             f"{ckpt} holds a model {model.cfg.layers!r} ({model.cfg.embed_dim} wide) that is "
-            f"not the one {run / runfs.CONFIG} describes ({p.model.cfg.layers!r})"
+            f"not the one {run / runfs.CONFIG} describes ({p.model.cfg.layers!r}; "
+            f"{runfs.model_difference(model.cfg, p.model.cfg)}): a checkpoint of another model"
         )
     if "optimizer" not in state:
         raise ValueError(
@@ -391,19 +470,55 @@ def _resume(
             "a run to resume; train a new run from it with train.init"
         )
     p.model.load_state_dict(model.state_dict())
-    p.optimizer.load_state_dict(state["optimizer"])
+    try:
+        p.optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, ValueError) as err:
+        raise ValueError(
+            f"{ckpt}: its optimiser state does not fit the model ({describe_error(err)}); "
+            "not a checkpoint of this run"
+        ) from None
     if dist.is_main:
         runfs.truncate_metrics(run, state["epoch"])
-    return p, int(state["epoch"])
+        before = runfs.read_dropped(run)
+        if p.dropped or before["count"]:
+            runfs.write_dropped(run, p.dropped, before["training"])
+    return p, int(state["epoch"]), EpochProgress.from_state(state)
 
 
 def _open(
     run: Path, cfg: RunConfig | None, resume: bool, overrides: list[str], dist: DistContext
-) -> tuple[Prepared, int]:
-    """The prepared run and the epoch to start from."""
+) -> tuple[Prepared, int, EpochProgress | None]:
+    """The prepared run, the epoch to start from and how far into it."""
     if resume:
         return _resume(run, overrides, dist)
-    return _start_new(run, cfg or resolve_config(overrides=overrides), dist), 0
+    return _start_new(run, cfg or resolve_config(overrides=overrides), dist), 0, None
+
+
+def _record_failures(p: Prepared, run: Path, epoch: int) -> int:
+    """Add the files that failed to decode this epoch (skip_bad) to RUN/dropped.json.
+
+    Returns the number of files left out so far (at indexing and in training).
+    """
+    failed = getattr(p.plan.loader, "failed", []) if p.plan else []
+    if not failed and not p.dropped:
+        return 0
+    if not p.dist.is_main:
+        return len(p.dropped) + len(failed)
+    saved = runfs.read_dropped(run)
+    training, seen = list(saved["training"]), {r["file"] for r in saved["training"]}
+    for f in dict.fromkeys(failed):  # each file once, with the first epoch it failed in
+        if f not in seen:
+            training.append({"epoch": epoch + 1, "file": f})
+    failed.clear()
+    return runfs.write_dropped(run, p.dropped, training)["count"]
+
+
+def _agreed(p: Prepared, flag: bool) -> bool:
+    """True on every process when it is true on any (one collective, when distributed)."""
+    if not p.dist.is_distributed:
+        return flag
+    value = torch.tensor([float(flag)], dtype=_sum_dtype(p.device), device=p.device)
+    return distributed.all_reduce_sum(value, p.dist).item() > 0
 
 
 def fit(
@@ -425,16 +540,50 @@ def fit(
     adds a term per exit to the training loss (see ExtraLoss).
     """
     run = Path(run_dir)
-    with distributed.process_group() as dist:
-        args = (run, cfg, resume, list(overrides or []), dist)
-        p, start = distributed.agree(dist, lambda: _open(*args))
+    request = StopRequest()
+    with distributed.process_group() as dist, contextlib.ExitStack() as held:
+
+        def open_run() -> tuple[Prepared, int, EpochProgress | None]:
+            if dist.is_main:  # one training process per run folder (RUN/.lock)
+                held.enter_context(hold_run(run))
+            return _open(run, cfg, resume, list(overrides or []), dist)
+
+        p, start, partial = distributed.agree(dist, open_run)
+        held.enter_context(request.installed())
         train_tf, eval_tf = transforms_for(p)
         if dist.is_main:
             log.info("training %s on %s (%d processes) from epoch %d",
                      p.model.cfg.layers, p.device, dist.world_size, start + 1)  # fmt: skip
+
+        def stop_here(epoch: int, progress: EpochProgress | None, where: str) -> Interrupted:
+            if dist.is_main:
+                extra = progress.to_state() if progress else {}
+                save_checkpoint(run / runfs.CHECKPOINT, p.model,
+                                **checkpoint_state(p, epoch), **extra)  # fmt: skip
+            return Interrupted(request.signum or 15, str(run), where, str(run / runfs.CHECKPOINT))
+
         for epoch in range(start, p.cfg.train.epochs):
-            metrics = train_epoch(p, epoch, train_tf, progress=progress, extra_loss=extra_loss)
+            try:
+                metrics = train_epoch(
+                    p, epoch, train_tf, progress=progress, extra_loss=extra_loss,
+                    resume_from=partial if epoch == start else None,
+                    stop=lambda: _agreed(p, request.requested),
+                )  # fmt: skip
+            except _Stopped as stopped:
+                done = stopped.progress.step
+                where = f"in epoch {epoch + 1} after step {done} of {p.plan.sampler.steps_run}"
+                interrupted = stop_here(epoch, stopped.progress, where)
+                if stopped.error is None:
+                    raise interrupted from None
+                raise ValueError(
+                    f"{stopped.error}; training stopped {where} with a checkpoint: replace the "
+                    "file with a readable image and resume (or train anew with skip_bad=1 in "
+                    "the data spec)"
+                ) from None
             record = {"epoch": epoch + 1, **metrics}
+            dropped = _record_failures(p, run, epoch)
+            if dropped:
+                record["dropped_files"] = dropped
             record.update(validate(p, eval_tf, progress=progress))
             record["world_size"] = dist.world_size
             if dist.is_main:
@@ -443,4 +592,7 @@ def fit(
                 save_checkpoint(run / runfs.CHECKPOINT, p.model, **checkpoint_state(p, epoch + 1))
             if on_epoch:
                 on_epoch(record)
+            if epoch + 1 < p.cfg.train.epochs and _agreed(p, request.requested):
+                raise Interrupted(request.signum or 15, str(run), f"after epoch {epoch + 1}",
+                                  str(run / runfs.CHECKPOINT))  # fmt: skip
         return distributed.broadcast_object(runfs.read_metrics(run) if dist.is_main else None, dist)
