@@ -84,10 +84,10 @@ def convert_run(
     record = {"source": str(src), "rule": rule, "blocks": blocks, "vit": asdict(ckpt.spec),
               "notes": notes}  # fmt: skip
     run.mkdir(parents=True, exist_ok=True)
-    folder.write_config(run, run_cfg.to_dict(), cfg.to_dict())
     folder.write_env(run, folder.environment("cpu"))
     folder.write_split(run, seed, val_idx.tolist())
     folder.write_converted(run, record)
     save_checkpoint(run / folder.CHECKPOINT, model, epoch=0, run_config=run_cfg.to_dict(),
                     data=data_info(full, data_spec))  # fmt: skip
+    folder.write_config(run, run_cfg.to_dict(), cfg.to_dict())  # last: it marks a run
     return run, notes

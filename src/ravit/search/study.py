@@ -31,6 +31,7 @@ from ravit.cost import model_cost
 from ravit.evaluation import evaluate_run
 from ravit.exits import calibrate_budget, simulate
 from ravit.runs import folder as runfs
+from ravit.runs.lock import RunBusyError
 from ravit.search.space import Allocation, SearchSpace, check_budget
 from ravit.training import fit
 
@@ -155,15 +156,15 @@ class Objective:
             raise optuna.TrialPruned("rejected before training: first exit above the budget")
         run = self.out / "trials" / a.name
         trial.set_user_attr("run", str(run))
-        earlier = _finished(trial.study, a.name)
-        if earlier is not None:  # drawn again: the earlier trial's outcome, at no cost
-            trial.set_user_attr("duplicate_of", earlier.number)
-            if earlier.state == optuna.trial.TrialState.PRUNED:
-                raise optuna.TrialPruned(f"as trial {earlier.number}")
-            for k in ("epochs", "val_accuracy_full", "ee_flops", "thresholds"):
-                trial.set_user_attr(k, earlier.user_attrs.get(k))
-            return earlier.value
-        self._train(trial, run, a)
+        while True:
+            earlier = _finished(trial.study, a.name)
+            if earlier is not None:  # drawn again: the earlier trial's outcome, at no cost
+                return _as_earlier(trial, earlier)
+            try:
+                self._train(trial, run, a)
+                break
+            except RunBusyError:  # another worker trains this allocation now: wait for it
+                time.sleep(2)
         return self._score(trial, run)
 
     def _train(self, trial: optuna.Trial, run: Path, a: Allocation) -> None:
@@ -213,6 +214,16 @@ class Objective:
         trial.set_user_attr("ee_flops", r.avg_flops)
         trial.set_user_attr("thresholds", [t if math.isfinite(t) else "inf" for t in r.thresholds])
         return r.accuracy
+
+
+def _as_earlier(trial: optuna.Trial, earlier: optuna.trial.FrozenTrial) -> float:
+    """The outcome of an earlier trial of the same allocation, for this one."""
+    trial.set_user_attr("duplicate_of", earlier.number)
+    if earlier.state == optuna.trial.TrialState.PRUNED:
+        raise optuna.TrialPruned(f"as trial {earlier.number}")
+    for k in ("epochs", "val_accuracy_full", "ee_flops", "thresholds"):
+        trial.set_user_attr(k, earlier.user_attrs.get(k))
+    return earlier.value
 
 
 def _finished(study: optuna.Study, allocation: str) -> optuna.trial.FrozenTrial | None:
