@@ -76,7 +76,7 @@ def convert_run(
     ckpt = read_source(src, num_heads=num_heads, layer_norm_eps=layer_norm_eps)
     full = load_data(data_spec, "train")
     cfg = ravit_config(ckpt, layers, resolutions, len(full.classes), exit_heads)
-    model, notes = ravit_from_vit(ckpt, cfg, rule)
+    model, notes = ravit_from_vit(ckpt, cfg, rule, seed)
     run_cfg = _run_config(cfg, data_spec, val_size, seed)
     _, val_idx = split_indices(len(full), val_size, seed)
     depths = [cfg.branches[i].depth for i in cfg.present]

@@ -99,13 +99,18 @@ def ravit_from_vit(
     ckpt: VitCheckpoint,
     cfg: ModelConfig,
     rule: str = "first",
+    seed: int = 0,
 ) -> tuple[RAViT, list[str]]:
     """The RAViT `cfg` started from the ViT (see the module doc); returns it and notes.
 
-    A head whose class count differs from the checkpoint's is re-initialised.
+    What starts fresh (the earlier exits' heads, a classifier whose class count
+    differs from the checkpoint's) is drawn from `seed`, so a conversion is
+    reproducible; the global random state is left as it was.
     """
     s, state = ckpt.spec, ckpt.state
-    model = RAViT(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = RAViT(cfg)
     own = model.state_dict()
     depths = [cfg.branches[i].depth for i in cfg.present]
     blocks = assign_blocks(s.depth, depths, rule)
