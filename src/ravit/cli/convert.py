@@ -22,7 +22,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--exit-heads", type=name_list, help="exit head per exit (default linear)")
     p.add_argument("--data", required=True, help="the data the RAViT is for (its classes)")
     p.add_argument("--val-size", type=float, default=0.1, help="validation split (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the validation split")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the validation split and of the heads that start fresh",
+    )
     p.add_argument("--heads", type=int, dest="num_heads",
                    help="attention heads, for a timm file (default: width / 64)")  # fmt: skip
     p.add_argument(
