@@ -45,7 +45,10 @@ def test_shapes_and_a_training_step_reaches_every_parameter(head, preset, layers
     assert not missing, f"{head} head parameters without a gradient: {missing}"
     before = [p.detach().clone() for p in model.heads.parameters()]
     opt.step()
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.heads.parameters()))
+    # A gradient at rounding level (the mixer's token-MLP output bias, which the next
+    # LayerNorm cancels) moves a parameter by less than its ulp: only the others must move.
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.heads.parameters())]
+    assert all(m for m, p in zip(moved, model.heads.parameters()) if p.grad.abs().max() > 1e-6)
 
 
 @pytest.mark.parametrize("head", EXIT_HEADS)
