@@ -4,7 +4,15 @@ import torch
 from torch import nn
 
 from ravit.config import ModelConfig
+from ravit.cost import HeadSpec
 from ravit.layers import Block, PatchEmbed
+
+
+def encoder_block(spec: HeadSpec) -> Block:
+    """One transformer layer of a branch's encoder (the vit exit head adds one more)."""
+    return Block(dim=spec.dim, num_heads=spec.num_heads, mlp_dim=spec.mlp_dim,
+                 dropout=spec.dropout, fused_attention=spec.fused_attention,
+                 eps=spec.layer_norm_eps)  # fmt: skip
 
 
 class Branch(nn.Module):
@@ -29,19 +37,8 @@ class Branch(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, cfg.embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.Sequential(
-            *(
-                Block(
-                    dim=cfg.embed_dim,
-                    num_heads=cfg.num_heads,
-                    mlp_dim=cfg.mlp_dim,
-                    dropout=cfg.dropout,
-                    fused_attention=cfg.fused_attention,
-                    eps=cfg.layer_norm_eps,
-                )
-                for _ in range(branch.depth)
-            )
-        )
+        spec = HeadSpec.of(cfg, index)
+        self.blocks = nn.Sequential(*(encoder_block(spec) for _ in range(branch.depth)))
 
     def forward(self, image: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
         """image (B, C, s, s), cls (B, D) -> tokens (B, 1 + N, D), CLS first."""

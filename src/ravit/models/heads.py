@@ -22,7 +22,8 @@ from torch import nn
 
 from ravit.config import EXIT_HEADS
 from ravit.cost import HEAD_MACS, HeadSpec, head_macs
-from ravit.layers import Block, Mlp
+from ravit.layers import Mlp
+from ravit.models.branch import encoder_block
 
 
 class ExitHead(nn.Module):
@@ -203,14 +204,7 @@ class VitHead(ExitHead):
 
     def __init__(self, spec: HeadSpec):
         super().__init__()
-        self.block = Block(
-            dim=spec.dim,
-            num_heads=spec.num_heads,
-            mlp_dim=spec.mlp_dim,
-            dropout=spec.dropout,
-            fused_attention=spec.fused_attention,
-            eps=spec.layer_norm_eps,
-        )
+        self.block = encoder_block(spec)
         self.head = LinearHead.from_spec(spec)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
