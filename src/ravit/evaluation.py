@@ -7,12 +7,14 @@ through the run's logit cache (`ravit.runs.cache`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ravit.devices import Precision
 from ravit.models import RAViT
 from ravit.runs import folder
 from ravit.runs.cache import ExitLogits, cache_key, cache_path, load_cached, save_cached
@@ -28,9 +30,15 @@ def collect_logits(
     device: torch.device | str = "cpu",
     progress: bool = False,
     desc: str = "eval",
+    precision: Precision | None = None,
 ) -> ExitLogits:
-    """Run the full path (every exit) over `data` in order; logits land on the CPU."""
+    """Run the full path (every exit) over `data` in order; logits land on the CPU, in fp32.
+
+    `precision` is the forward's autocast (None: fp32; see `ravit.devices`).
+    """
     from tqdm import tqdm
+
+    autocast = precision.autocast(device) if precision else contextlib.nullcontext()
 
     was_training = model.training
     model.eval()
@@ -40,7 +48,9 @@ def collect_logits(
     for idx in tqdm(chunks, desc=desc, disable=not progress, leave=False, unit="batch"):
         images, _ = data.get_batch(idx)
         x = transform(images.to(device, non_blocking=True))
-        for i, lg in enumerate(model(x).logits):
+        with autocast:
+            out = model(x)
+        for i, lg in enumerate(out.logits):
             outs[i].append(lg.float().cpu())
     model.train(was_training)
     logits = [torch.cat(o) if o else torch.empty(0, model.cfg.num_classes) for o in outs]
@@ -57,6 +67,7 @@ class RunEvaluation:
     model: RAViT
     classes: list[str]
     cached: bool
+    precision: str = "fp32"  # the forward's autocast dtype (ravit.devices)
 
 
 def eval_transform(model: RAViT, info: dict) -> Callable:
@@ -98,18 +109,27 @@ def evaluate_run(
     device: torch.device | str = "cpu",
     batch_size: int = 512,
     progress: bool = False,
+    amp: str = "auto",
 ) -> RunEvaluation:
-    """Every exit's logits of a run on a split, computed once and cached in RUN/cache/."""
+    """Every exit's logits of a run on a split, computed once and cached in RUN/cache/.
+
+    `amp` as train.amp: "auto" runs the forward in bf16 where that is faster
+    (`ravit.devices.resolve_precision`), "off" in fp32. The cache keeps the
+    logits of each precision apart.
+    """
     run = Path(run)
     model, state = folder.load_run_model(run, device)
     info = state["data"]
     spec = data_spec or info["spec"]
+    precision = model.cfg.precision(amp, device, batch_size)
     at = {"epoch": state["epoch"], **({"step": state["step"]} if state.get("step") else {})}
+    if precision.dtype is not None:  # fp32 keeps the key it had before precisions were chosen
+        at["precision"] = precision.name
     key = cache_key(spec=spec, split=split, **at, cfg=model.cfg.to_dict())
     path = cache_path(run, split, key)
     cached = load_cached(path, key)
     if cached is not None:
-        return RunEvaluation(run, split, cached, model, info["classes"], True)
+        return RunEvaluation(run, split, cached, model, info["classes"], True, precision.name)
     data = split_data(run, spec, split)
     if len(data.classes) != model.cfg.num_classes:
         raise ValueError(
@@ -117,6 +137,7 @@ def evaluate_run(
             f"{model.cfg.num_classes}: evaluate it on the data it was trained for"
         )
     res = collect_logits(model, data, eval_transform(model, info), batch_size=batch_size,
-                         device=device, progress=progress, desc=f"eval {split}")  # fmt: skip
+                         device=device, progress=progress, desc=f"eval {split}",
+                         precision=precision)  # fmt: skip
     save_cached(path, key, res)
-    return RunEvaluation(run, split, res, model, info["classes"], False)
+    return RunEvaluation(run, split, res, model, info["classes"], False, precision.name)

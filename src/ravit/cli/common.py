@@ -131,3 +131,14 @@ def print_epoch(record: dict) -> None:
     if record.get("dropped_files"):
         line += f"  ({record['dropped_files']} unreadable files left out)"
     print(line, flush=True)
+
+
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """--device and --amp of the commands that run a trained model."""
+    from ravit.config.run import AMP_MODES
+
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, mps")
+    p.add_argument("--amp", choices=AMP_MODES, default="auto",
+                   help="precision of the forward: auto (bf16 where it is faster: CUDA, or a "
+                        "CPU with AMX / AVX-512 BF16 and a wide enough model), off (fp32), "
+                        "bf16, fp16; docs/training.md")  # fmt: skip

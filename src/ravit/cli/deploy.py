@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Iterator
 
-from ravit.cli.common import UsageError, float_list
+from ravit.cli.common import UsageError, add_device_arguments, float_list
 from ravit.cost import format_flops
 from ravit.exits.names import POLICIES
 from ravit.export.choices import EXPORTERS
@@ -28,7 +28,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--budget", help="average cost (0.7, 70%%, 60M): thresholds solved on val")
     p.add_argument("--policy", default="entropy", choices=POLICIES)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    add_device_arguments(p)
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: the exported graphs on onnxruntime (docs/deploy.md)")  # fmt: skip
@@ -104,7 +104,7 @@ def _torch_predictions(args: argparse.Namespace) -> tuple[Iterator, str, str]:
     else:
         taus, policy, source = None, args.policy, "none (no early exit)"
     results = predict(model, state["data"], args.paths, taus, policy,
-                      batch_size=args.batch_size, device=device)  # fmt: skip
+                      batch_size=args.batch_size, device=device, amp=args.amp)  # fmt: skip
     return results, policy, source
 
 
@@ -114,7 +114,7 @@ def _calibrated(args: argparse.Namespace, model, device) -> tuple[tuple[float, .
     from ravit.evaluation import evaluate_run
     from ravit.exits import calibrate_budget, parse_budget
 
-    val = evaluate_run(args.run, split="val", device=device)
+    val = evaluate_run(args.run, split="val", device=device, amp=args.amp)
     cost = model_cost(model.cfg)
     budget = parse_budget(args.budget, cost.total_flops, cost.exits[0].cumulative_flops)
     cal = calibrate_budget(val.logits.logits, val.logits.labels, cost, budget, args.policy)

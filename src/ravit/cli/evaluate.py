@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from ravit.cli.common import UsageError, float_list
+from ravit.cli.common import UsageError, add_device_arguments, float_list
 from ravit.cost import format_flops, model_cost
 from ravit.exits.names import POLICIES
 
@@ -28,7 +28,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--baseline", action="append", default=[], metavar="RUN",
                    help="plain-ViT run(s) to put on the plot")  # fmt: skip
     p.add_argument("--plot", help="PNG path for the sweep (default RUN/eval-SPLIT-sweep.png)")
-    p.add_argument("--device", default="auto")
+    add_device_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--max-drop", type=float, help="accuracy points one may lose, e.g. 1.0")
     p.add_argument("--data", help="data spec (default: the one the run was trained on)")
     p.add_argument("--policy", default="entropy", choices=POLICIES)
-    p.add_argument("--device", default="auto")
+    add_device_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)
 
@@ -50,7 +50,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--window", type=int, default=200, help="sliding window, images")
     p.add_argument("--policy", default="entropy", choices=POLICIES)
     p.add_argument("--plot", help="PNG path (default RUN/control.png)")
-    p.add_argument("--device", default="auto")
+    add_device_arguments(p)
     p.set_defaults(func=cmd_control)
 
 
@@ -65,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ravit.runs.folder import saved_calibration
 
     device = select_device(args.device)
-    ev = evaluate_run(args.run, data_spec=args.data, split=args.split, device=device,
+    ev = evaluate_run(args.run, data_spec=args.data, split=args.split, device=device, amp=args.amp,
                       progress=sys.stderr.isatty())  # fmt: skip
     cost = model_cost(ev.model.cfg)
     lg, labels = ev.logits.logits, ev.logits.labels
@@ -105,7 +105,7 @@ def _threshold_sets(args: argparse.Namespace) -> list:
 def _baseline_point(run: str, args: argparse.Namespace, device) -> tuple[str, int, float]:
     from ravit.evaluation import evaluate_run
 
-    ev = evaluate_run(run, data_spec=args.data, split=args.split, device=device)
+    ev = evaluate_run(run, data_spec=args.data, split=args.split, device=device, amp=args.amp)
     return run, model_cost(ev.model.cfg).total_flops, ev.logits.accuracy()[-1]
 
 
@@ -159,8 +159,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from ravit.runs import folder
 
     device = select_device(args.device)
-    val = evaluate_run(args.run, data_spec=args.data, split="val", device=device)
-    test = evaluate_run(args.run, data_spec=args.data, split="test", device=device)
+    val = evaluate_run(args.run, data_spec=args.data, split="val", device=device, amp=args.amp)
+    test = evaluate_run(args.run, data_spec=args.data, split="test", device=device, amp=args.amp)
     cost = model_cost(val.model.cfg)
     if cost.exits[-1].exit == 0:
         raise UsageError(f"{args.run} has a single exit: there is no threshold to calibrate")
@@ -199,8 +199,8 @@ def cmd_control(args: argparse.Namespace) -> int:
     from ravit.reports.plots import plot_controller
 
     device = select_device(args.device)
-    val = evaluate_run(args.run, split="val", device=device)
-    test = evaluate_run(args.run, split="test", device=device)
+    val = evaluate_run(args.run, split="val", device=device, amp=args.amp)
+    test = evaluate_run(args.run, split="test", device=device, amp=args.amp)
     cost = model_cost(val.model.cfg)
     table = control_table(val.logits.logits, val.logits.labels, cost, args.policy)
     n = len(test.logits.labels)

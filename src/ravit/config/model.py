@@ -109,6 +109,13 @@ class ModelConfig:
     def num_patches(self, resolution: int) -> int:
         return (resolution // self.patch_size) ** 2
 
+    def precision(self, amp: str, device, images: int):
+        """What `amp` means for this model on `device`, `images` per call (ravit.devices)."""
+        from ravit.devices import resolve_precision
+
+        tokens = 1 + self.num_patches(max(b.resolution for b in self.branches))
+        return resolve_precision(amp, device, width=self.embed_dim, images=images, tokens=tokens)
+
     # -- checks ----------------------------------------------------------
     def validate(self) -> None:
         _positive(

@@ -5,6 +5,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _slow_fused(t: torch.Tensor) -> bool:
+    """True where the fused kernel is the slow choice: bf16 on the CPU.
+
+    torch 2.13's CPU flash-attention kernel in bf16 runs its backward 4 to 6x
+    slower than in fp32, while the two plain matmuls of the explicit attention
+    run 3 to 5x faster in bf16 than in fp32 (avx512_bf16 / AMX). Measured forward
+    + backward of the attention core, one thread: 65 tokens, 4 heads of 32, batch
+    128: fused 73 ms, explicit 15 ms; 257 tokens, 12 heads of 64, batch 16: 174
+    against 57 ms (issue 17; benchmarks/bench_train_throughput.py). The softmax
+    kernel computes in fp32 and rounds its output to bf16.
+    """
+    return t.dtype == torch.bfloat16 and t.device.type == "cpu"
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused q/k/v projection.
 
@@ -30,7 +44,7 @@ class Attention(nn.Module):
         # (B, N, 3D) -> (B, N, 3, heads, head_dim)
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
         drop = self.dropout if self.training else 0.0
-        if self.fused:
+        if self.fused and not _slow_fused(qkv):
             # 3 x (B, N, heads, head_dim) -> 3 x (B, heads, N, head_dim): strided views,
             # which SDPA takes as they are. Unbinding dim 2 (not a permuted dim 0) lets the
             # backward stack the three gradients straight into the qkv output's layout:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ravit.cost import model_cost
+from ravit.devices import Precision
 from ravit.evaluation import eval_transform
 from ravit.exits.rule import POLICIES, normalize_thresholds
 from ravit.models import RAViT
@@ -36,21 +37,25 @@ def predict(
     policy: str = "entropy",
     batch_size: int = 64,
     device: torch.device | str | None = None,
+    amp: str = "auto",
 ) -> Iterator[Prediction | PredictError]:
     """Per file of `collect_image_paths(paths)`, in that order: a Prediction or a PredictError.
 
     data_info needs "classes" (one name per model class), "mean" and "std"
     (the checkpoint's data section has them). device None keeps the model
     where it is; a device moves the model there (as `model.to(device)`).
-    The model is put in eval mode while the iterator runs. Bad arguments
-    raise here, before any file is read.
+    The model is put in eval mode while the iterator runs. `amp` as
+    train.amp: "auto" runs the forward in bf16 where that is faster for
+    batches of `batch_size` (`ravit.devices.resolve_precision`), "off" in fp32.
+    Bad arguments raise here, before any file is read.
     """
     classes = _check_args(model, data_info, policy, batch_size)
     taus = normalize_thresholds(thresholds, model.num_exits)
     if device is not None:
         model.to(device)
     files = collect_image_paths(paths)
-    return _predict(model, data_info, classes, files, taus, policy, batch_size)
+    precision = model.cfg.precision(amp, model.cls_token.device, min(batch_size, len(files) or 1))
+    return _predict(model, data_info, classes, files, taus, policy, batch_size, precision)
 
 
 def _check_args(model: RAViT, data_info: dict, policy: str, batch_size: int) -> list[str]:
@@ -79,6 +84,7 @@ def _predict(
     taus: tuple[float, ...],
     policy: str,
     batch_size: int,
+    precision: Precision,
 ) -> Iterator[Prediction | PredictError]:
     cfg = model.cfg
     transform = eval_transform(model, data_info)
@@ -86,7 +92,8 @@ def _predict(
 
     def classify(images: np.ndarray) -> list[tuple[int, float, int, float]]:
         x = transform(torch.from_numpy(images).to(device, non_blocking=True))
-        out = model.early_exit(x, taus, policy)
+        with precision.autocast(device):
+            out = model.early_exit(x, taus, policy)
         prob = torch.softmax(out.logits.float(), dim=-1).gather(1, out.prediction[:, None])[:, 0]
         fields = (out.prediction, prob, out.exit_index, out.entropy)
         return list(zip(*(t.tolist() for t in fields)))

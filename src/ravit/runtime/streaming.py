@@ -60,6 +60,9 @@ class StreamingRunner:
     `RAViT.early_exit`) and `policy` (see `ravit.exits.POLICIES`) may be
     reassigned between calls. The model is used as it is: put it in eval
     mode and on its device first; the image is moved to the model's device.
+    `amp` as train.amp: "auto" runs in bf16 only where one image at a time is
+    faster so (wide models on a CPU with bf16 instructions, `ravit.devices`),
+    "off" in fp32; `precision` says what was chosen and why.
     """
 
     def __init__(
@@ -67,11 +70,13 @@ class StreamingRunner:
         model: RAViT,
         thresholds: float | Sequence[float] | None = None,
         policy: str = "entropy",
+        amp: str = "auto",
     ):
         if not isinstance(model, RAViT):
             raise TypeError(f"StreamingRunner expects a RAViT model, got {type(model).__name__}")
         self.model = model
         cfg = model.cfg
+        self.precision = cfg.precision(amp, model.cls_token.device, 1)
         self._shape = (cfg.in_chans, cfg.image_size, cfg.image_size)
         self.thresholds = thresholds
         self.policy = policy
@@ -100,7 +105,7 @@ class StreamingRunner:
         if not isinstance(image, torch.Tensor) or tuple(image.shape) != self._shape:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise ValueError(f"expected one image of shape {self._shape}, got {shape}")
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision.autocast(self.model.cls_token.device):
             return self._run(image)
 
     def _run(self, image: torch.Tensor) -> StreamResult:
@@ -118,4 +123,4 @@ class StreamingRunner:
                 break
         ent = entropy(logits)
         score = ent if score_fn is entropy else score_fn(logits)
-        return StreamResult(int(logits.argmax()), e, float(ent), float(score), logits[0])
+        return StreamResult(int(logits.argmax()), e, float(ent), float(score), logits[0].float())

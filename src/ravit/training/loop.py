@@ -36,7 +36,7 @@ from ravit.config import ModelConfig, RunConfig, build_model_config, resolve_con
 from ravit.data import data_info, load_data, make_transform, split_indices
 from ravit.data.base import BadImageError
 from ravit.data.loader import batch_loader, default_workers
-from ravit.devices import autocast_dtype, select_device
+from ravit.devices import Precision, select_device
 from ravit.errors import Interrupted, describe_error
 from ravit.evaluation import collect_logits
 from ravit.models import RAViT
@@ -89,6 +89,12 @@ class Prepared:
     dist: DistContext = field(default_factory=DistContext)  # this process in its group
     plan: TrainPlan | None = None  # built on the first epoch
     dropped: list[str] = field(default_factory=list)  # files left out at indexing (skip_bad)
+    precision: Precision | None = None  # the training step's autocast (train.amp, resolved)
+
+    def eval_precision(self) -> Precision:
+        """The autocast of validation: train.amp resolved for the evaluation batch."""
+        return self.model.cfg.precision(self.cfg.train.amp, self.device,
+                                        self.cfg.data.eval_batch_size)  # fmt: skip
 
 
 @dataclass
@@ -154,9 +160,11 @@ def prepare(
     model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     info = data_info(full, cfg.data.spec)
+    micro = max(1, cfg.train.batch_size // (cfg.train.grad_accum * dist.world_size))
     return Prepared(
         cfg, train_data, val_data, info, model, optimizer, device, val_idx.tolist(), dist,
         dropped=list(getattr(full, "dropped", [])),
+        precision=model_cfg.precision(cfg.train.amp, device, micro),
     )  # fmt: skip
 
 
@@ -255,8 +263,7 @@ def train_epoch(
     sampler.set_epoch(epoch, first)
     steps, opt = sampler.steps_per_epoch, p.optimizer
     total_steps, warmup = steps * t.epochs, round(steps * t.warmup_epochs)
-    amp = autocast_dtype(t.amp, p.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=p.precision.dtype == torch.float16)
     p.model.train()
     # images seen, total loss, each exit's loss, each exit's correct answers (sums)
     sums = torch.zeros(2 * p.model.num_exits + 2, dtype=_sum_dtype(p.device), device=p.device)
@@ -282,7 +289,7 @@ def train_epoch(
             group["lr"] = lr
         before = sums.clone()
         try:
-            loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, amp, scaler,
+            loss = _accumulate(p, plan, batches, (epoch, step), transform, sums, scaler,
                                extra_loss)  # fmt: skip
         except BadImageError as err:  # a file that changed after indexing: stop resumably
             bar.close()
@@ -339,7 +346,6 @@ def _accumulate(
     at: tuple[int, int],
     transform: Callable,
     sums: torch.Tensor,
-    amp: torch.dtype | None,
     scaler: torch.amp.GradScaler,
     extra_loss: ExtraLoss | None = None,
 ) -> float:
@@ -363,9 +369,8 @@ def _accumulate(
         x = transform(images.to(p.device, non_blocking=True), aug)
         y = labels.to(p.device, non_blocking=True)
         b = len(y)
-        ctx = torch.autocast(p.device.type, dtype=amp) if amp else contextlib.nullcontext()
         with distributed.gradient_sync(plan.engine, micro == t.grad_accum - 1):
-            with ctx:
+            with p.precision.autocast(p.device):
                 logits = plan.engine(x).logits
             loss, per_exit = multi_exit_loss(logits, y, weights, t.label_smoothing)
             if extra_loss is not None:  # e.g. distillation: one more term per exit
@@ -393,7 +398,7 @@ def validate(p: Prepared, transform: Callable, *, progress: bool = False) -> dic
         data = data.subset(torch.arange(len(data)).tensor_split(p.dist.world_size)[p.dist.rank])
     res = collect_logits(p.model, data, transform, batch_size=p.cfg.data.eval_batch_size,
                          device=p.device, progress=progress and p.dist.is_main,
-                         desc="val")  # fmt: skip
+                         desc="val", precision=p.eval_precision())  # fmt: skip
     y = res.labels
     sums = torch.tensor(
         [float(len(y))]
@@ -429,7 +434,9 @@ def _start_new(run: Path, cfg: RunConfig, dist: DistContext | None = None) -> Pr
         return p
     run.mkdir(parents=True, exist_ok=True)
     env = runfs.environment(str(p.device))
-    runfs.write_env(run, {**env, "world_size": dist.world_size})
+    amp = {"setting": cfg.train.amp, "train": p.precision.to_dict(),
+           "eval": p.eval_precision().to_dict()}  # fmt: skip
+    runfs.write_env(run, {**env, "world_size": dist.world_size, "amp": amp})
     runfs.write_split(run, cfg.train.seed, p.val_indices)
     if p.dropped:
         runfs.write_dropped(run, p.dropped, [])
