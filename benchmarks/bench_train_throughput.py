@@ -41,6 +41,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -163,6 +164,8 @@ class Trainer:
     model: nn.Module
     images: torch.Tensor
     labels: torch.Tensor
+    autocast: torch.dtype | None = None  # bf16: the forward and loss under torch.autocast
+    every_exit: bool = False  # the loss sums every exit's cross-entropy (as ravit trains)
     optimizer: torch.optim.Optimizer = field(init=False)
 
     def __post_init__(self) -> None:
@@ -179,7 +182,14 @@ class Trainer:
 
     def step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(self.logits(self.images), self.labels).backward()
+        ctx = torch.autocast("cpu", dtype=self.autocast) if self.autocast else nullcontext()
+        with ctx:
+            if self.every_exit:
+                logits = self.model(self.images).logits
+            else:
+                logits = [self.logits(self.images)]
+            loss = sum(F.cross_entropy(lg.float(), self.labels) for lg in logits)
+        loss.backward()
         self.optimizer.step()
 
     def images_per_second(self, steps: int) -> float:
@@ -197,12 +207,12 @@ def random_batch(cfg: ravit.ModelConfig, batch: int) -> tuple[torch.Tensor, torc
 
 
 class Matmul:
-    """FLOP/s of n x n x n fp32 matmuls into a preallocated output."""
+    """FLOP/s of n x n x n matmuls (fp32, or `dtype`) into a preallocated output."""
 
-    def __init__(self, n: int = MATMUL_N):
+    def __init__(self, n: int = MATMUL_N, dtype: torch.dtype = torch.float32):
         gen = torch.Generator().manual_seed(2)
-        self.a, self.b = (torch.randn(n, n, generator=gen) for _ in range(2))
-        self.out = torch.empty(n, n)
+        self.a, self.b = (torch.randn(n, n, generator=gen).to(dtype) for _ in range(2))
+        self.out = torch.empty(n, n, dtype=dtype)
         self.flops = 2 * n**3
 
     def flops_per_second(self, reps: int) -> float:
@@ -375,6 +385,112 @@ def failures(s: dict[str, float]) -> list[str]:
     return out
 
 
+# -- fp32 against bf16 (--amp) ------------------------------------------------------
+# Issue 17: each case trains (or, for early exit, infers) in fp32 and in bf16 autocast
+# from the same weights and batch, in alternating order every round, with the fp32 and
+# the bf16 matmul timed in the same round.
+
+MIN_WIDE_BF16_RATIO = 1.7  # the D = 768 model: bf16 / fp32 images/s, median over rounds
+AMP_TRAIN_CASES = (("cifar10", "0-4", 128), ("cifar10", "1-3", 128), ("tiny-imagenet", "0-0-1", 16))
+AMP_INFER_CASE = ("cifar10", "1-3", 256)
+
+
+class EarlyExitBatch:
+    """Batched early exit of a RAViT in inference mode; tau leaves about half at exit 1."""
+
+    def __init__(self, model: RAViT, images: torch.Tensor, dtype: torch.dtype | None):
+        self.model, self.images, self.dtype = model.eval(), images, dtype
+        with torch.inference_mode():
+            from ravit.exits.policy import entropy
+
+            first = model.forward_exit(0, images, model.initial_cls(len(images)))[0]
+            self.tau = float(entropy(first).median())
+            out = model.early_exit(images, self.tau)
+        cum = ravit.model_cost(model.cfg).cumulative_flops
+        self.flops = sum(cum[e] for e in out.exit_index.tolist()) / len(images)
+
+    def images_per_second(self, steps: int) -> float:
+        ctx = torch.autocast("cpu", dtype=self.dtype) if self.dtype else nullcontext()
+        t0 = time.perf_counter()
+        with torch.inference_mode(), ctx:
+            for _ in range(steps):
+                self.model.early_exit(self.images, self.tau)
+        return steps * self.images.shape[0] / (time.perf_counter() - t0)
+
+
+def _amp_pair(preset: str, layers: str, batch: int, infer: bool):
+    cfg = ravit.model_config(preset, layers)
+    torch.manual_seed(0)
+    model = RAViT(cfg)
+    images, labels = random_batch(cfg, batch)
+    if infer:
+        pair = [EarlyExitBatch(model, images, d) for d in (None, torch.bfloat16)]
+        return cfg, pair, pair[0].flops
+    twin = RAViT(cfg)
+    twin.load_state_dict(model.state_dict())
+    pair = [Trainer(m, images, labels, autocast=d, every_exit=True)
+            for m, d in ((model, None), (twin, torch.bfloat16))]  # fmt: skip
+    return cfg, pair, 3 * ravit.model_cost(cfg).total_flops
+
+
+def amp_main(args: argparse.Namespace) -> int:
+    from ravit.devices import cpu_bf16_instructions
+
+    rounds = args.rounds or (5 if args.quick else 10)
+    start = time.perf_counter()
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, bf16 instructions: "
+        f"{cpu_bf16_instructions() or 'none'}"
+    )
+    print(f"machine: {os.cpu_count()} CPUs, {machine_load()}")
+    cases = [(*c, False) for c in AMP_TRAIN_CASES] + [(*AMP_INFER_CASE, True)]
+    built = [_amp_pair(*c) for c in cases]
+    mms = {"fp32": Matmul(), "bf16": Matmul(dtype=torch.bfloat16)}
+    for _, pair, _ in built:
+        for t in pair:
+            t.images_per_second(2)
+    rates = {i: ([], []) for i in range(len(cases))}
+    mm_rates = {k: [] for k in mms}
+    for r in range(rounds):
+        for i, (_, pair, _) in enumerate(built):
+            order = (0, 1) if (r + i) % 2 == 0 else (1, 0)
+            for j in order:
+                rates[i][j].append(pair[j].images_per_second(args.steps))
+        for k, mm in mms.items():
+            mm_rates[k].append(mm.flops_per_second(2))
+        print(f"  round {r + 1:2d}/{rounds}: " + "  ".join(
+            f"{c[0]} {c[1]} {rates[i][0][-1]:.0f}/{rates[i][1][-1]:.0f}"
+            for i, c in enumerate(cases)), flush=True)  # fmt: skip
+    med = statistics.median
+    mm = {k: med(v) / 1e9 for k, v in mm_rates.items()}
+    print()
+    print(f"matmul {MATMUL_N}^3: fp32 {mm['fp32']:.1f} GFLOP/s, bf16 {mm['bf16']:.1f} GFLOP/s "
+          f"({mm['bf16'] / mm['fp32']:.2f}x)")  # fmt: skip
+    print(f"{'case':<34} {'fp32 img/s':>10} {'bf16 img/s':>10} {'bf16/fp32':>9} "
+          f"{'fp32 GF/s (of mm)':>18} {'bf16 GF/s (of mm)':>18}")  # fmt: skip
+    failed = []
+    for i, ((preset, layers, batch, infer), (cfg, _, flops)) in enumerate(zip(cases, built)):
+        f32, b16 = (med(v) for v in rates[i])
+        ratio = med([b / f for f, b in zip(*rates[i])])
+        what = "early exit" if infer else "train"
+        name = f"{preset} {layers} D{cfg.embed_dim} {what} b{batch}"
+        g32, g16 = flops * f32 / 1e9, flops * b16 / 1e9
+        print(
+            f"{name:<34} {f32:10.1f} {b16:10.1f} {ratio:8.2f}x "
+            f"{g32:8.1f} ({g32 / mm['fp32']:4.0%})    {g16:8.1f} ({g16 / mm['bf16']:4.0%})"
+        )
+        if not infer and cfg.embed_dim >= 768 and ratio < MIN_WIDE_BF16_RATIO:
+            failed.append(f"{name}: bf16/fp32 {ratio:.2f} < {MIN_WIDE_BF16_RATIO}")
+    print("(training FLOPs: 3x the analytic forward; early exit: the exits taken, forward only)")
+    print(f"({time.perf_counter() - start:.0f} s; {machine_load()})")
+    if not failed:
+        print(f"OK: bf16 >= {MIN_WIDE_BF16_RATIO}x fp32 for the D = 768 model")
+        return 0
+    print(("FAIL: " if not args.no_check else "FAIL (not checked): ") + "; ".join(failed))
+    return 0 if args.no_check else 1
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="12 rounds instead of 30")
@@ -387,6 +503,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="ours with fused_attention=False (matmul + softmax) instead of the preset's SDPA",
     )
+    p.add_argument("--amp", action="store_true",
+                   help="fp32 against bf16 autocast instead (issue 17): cifar10 0-4 and 1-3, "
+                        "tiny-imagenet 0-0-1, and batch-256 early exit")  # fmt: skip
     args = p.parse_args(argv)
     if args.rounds is not None and args.rounds < 1 or args.steps < 1 or args.batch < 1:
         p.error("--rounds, --steps and --batch must be positive")
@@ -398,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # again with them (same pid; a no-op when set already or RAVIT_NO_MALLOC_TUNING=1).
     reexec_with_tuned_allocator()
     args = parse_args(argv)
+    if args.amp:
+        return amp_main(args)
     rounds = args.rounds or (12 if args.quick else 30)
     start = time.perf_counter()
     overrides = {"fused_attention": False} if args.explicit_attention else {}
