@@ -27,6 +27,7 @@ import torch
 
 from ravit.config import model_config, resolve_config
 from ravit.convert import convert_run
+from ravit.convert.rules import assign_blocks
 from ravit.cost import format_flops, model_cost
 from ravit.evaluation import evaluate_run
 from ravit.exits import calibrate_budget, simulate
@@ -86,12 +87,27 @@ def main() -> None:
     ap.add_argument("--tune-epochs", type=int, default=5)
     ap.add_argument("--tune-lr", type=float, default=2e-4)
     ap.add_argument("--val-size", type=int, default=1000)
+    ap.add_argument("--vit-layers", default="0-4", help="the teacher ViT (default 0-4)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = f"cifar10:{args.data}"
-    vit_flops = model_cost(model_config("cifar10", "0-4")).total_flops
+    vit_flops = model_cost(model_config("cifar10", args.vit_layers)).total_flops
+    vit_depth = int(args.vit_layers.split("-")[-1])
+    # Rules that deal out the same blocks give the same model: train it once.
+    rules: dict[str, list[str]] = {}
+    for rule in RULES:
+        same = [r for r in rules if assign_blocks(vit_depth, [1, 3], r) ==
+                assign_blocks(vit_depth, [1, 3], rule)]  # fmt: skip
+        rules.setdefault(same[0] if same else rule, []).append(rule)
+    print(
+        "block assignments: "
+        + "; ".join(
+            f"{'='.join(names)}: {assign_blocks(vit_depth, [1, 3], r)}"
+            for r, names in rules.items()
+        )
+    )
     ravit_flops = model_cost(model_config("cifar10", "1-3")).total_flops
     scratch_epochs = math.ceil(
         (args.vit_epochs * vit_flops + args.tune_epochs * ravit_flops) / ravit_flops
@@ -100,20 +116,22 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         base = ["model.preset=cifar10", f"data.spec={spec}", f"data.val_size={args.val_size}",
                 f"train.seed={seed}", "train.warmup_epochs=1.5"]  # fmt: skip
-        vit = args.out / f"vit-0-4-s{seed}"
-        train(vit, args.vit_epochs, base + ["model.layers=0-4"], f"ViT 0-4 s{seed}")
-        results[f"ViT 0-4 ({args.vit_epochs} ep), s{seed}"] = evaluate(vit)
-        for rule in RULES:
+        vit = args.out / f"vit-{args.vit_layers}-s{seed}"
+        train(vit, args.vit_epochs, base + [f"model.layers={args.vit_layers}"],
+              f"ViT {args.vit_layers} s{seed}")  # fmt: skip
+        results[f"ViT {args.vit_layers} ({args.vit_epochs} ep), s{seed}"] = evaluate(vit)
+        for rule, names in rules.items():
+            label = "=".join(names)
             conv = args.out / f"convert-{rule}-s{seed}"
             if not (conv / runfs.CHECKPOINT).exists():
                 convert_run(vit, conv, layers="1-3", data_spec=spec, rule=rule,
                             val_size=args.val_size, seed=seed)  # fmt: skip
-            results[f"converted ({rule}), no tuning, s{seed}"] = evaluate(conv)
+            results[f"converted ({label}), no tuning, s{seed}"] = evaluate(conv)
             tuned = args.out / f"tuned-{rule}-s{seed}"
             train(tuned, args.tune_epochs, base + ["model.layers=1-3", f"train.init={conv}",
                                                    f"train.lr={args.tune_lr}"],
                   f"tuned {rule} s{seed}")  # fmt: skip
-            results[f"converted ({rule}) + {args.tune_epochs} ep, s{seed}"] = evaluate(tuned)
+            results[f"converted ({label}) + {args.tune_epochs} ep, s{seed}"] = evaluate(tuned)
         scratch = args.out / f"scratch-1-3-s{seed}"
         train(scratch, scratch_epochs, base + ["model.layers=1-3"], f"scratch s{seed}")
         results[f"RAViT 1-3 from scratch ({scratch_epochs} ep), s{seed}"] = evaluate(scratch)
@@ -123,7 +141,7 @@ def main() -> None:
 
 def print_table(results: dict, ravit_flops: int) -> None:
     head = (
-        "model".ljust(44)
+        "model".ljust(52)
         + " exit 1   last    FLOPs   "
         + "  ".join(f"@{int(100 * b)}%" for b in BUDGETS)
     )
@@ -135,7 +153,7 @@ def print_table(results: dict, ravit_flops: int) -> None:
             f"{100 * r['budgets'][str(b)]['accuracy']:5.2f}" if r["budgets"] else "    -"
             for b in BUDGETS
         )
-        print(f"{name:<44} {first} {100 * ex[-1]:6.2f} {format_flops(r['flops']):>9}  {budgets}")
+        print(f"{name:<52} {first} {100 * ex[-1]:6.2f} {format_flops(r['flops']):>9}  {budgets}")
     print(f"(budgets are fractions of RAViT 1-3's {format_flops(ravit_flops)}; test split)")
 
 
