@@ -6,12 +6,14 @@ Shared by training, evaluation and the runtimes; imports nothing of ravit.
 
 - CUDA: bf16 where the GPU has it, fp16 otherwise.
 - CPU with bf16 instructions (AMX, or AVX-512 BF16): bf16 where the matmuls
-  of one call are big enough to pay for the casts, fp32 otherwise. Measured
-  with benchmarks/bench_train_throughput.py (issue 17, 2-core AVX-512 BF16
-  CPU, torch 2.13): training steps at D 32 run 0.96x in bf16, at D 64 1.6x,
-  at D 128 2.7x, at D 768 2x and more; one image at a time, D 128 runs 0.7 to
-  0.9x, D 192 1.0x, D 256 1.3 to 1.5x, D 768 3x. Hence: width D >= 64 and
-  D x (images per call) x (tokens) >= 16,384.
+  of one call are big enough to pay for the casts, fp32 otherwise: width
+  D >= 64 and images x tokens x D^2 (the rows of one call's matmuls times
+  their size) >= 2^23. Measured (issue 17, 2-core AVX-512 BF16 CPU, torch
+  2.13, bf16 / fp32 speed; docs/training.md): every case at or above the
+  bound ran 1.3x to 3.4x faster in bf16 (D 64 batch 128: 1.3-1.5x, D 128
+  batch 8: 1.5x, batch 128: 2.5x, D 768: 3.4x); below it, 0.5x to 1.4x
+  (D 32 at batch 128: 0.96x, D 64 at batch 16-64: 0.6-1.25x, one image at
+  D 128: 0.7-0.9x, at D 256: 1.3-1.5x).
 - Any other CPU: fp32.
 
 Weights stay fp32 (autocast casts per op) and bf16 needs no loss scaling.
@@ -44,7 +46,7 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 CPU_BF16_MIN_WIDTH = 64  # D below this: bf16 no faster on the CPU (D 32: 0.96x)
-CPU_BF16_MIN_WORK = 16_384  # D x images x tokens of one call below this: the casts cost more
+CPU_BF16_MIN_WORK = 2**23  # images x tokens x D^2 of one call below this: not surely faster
 
 _NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -112,17 +114,12 @@ def resolve_precision(
     found = cpu_bf16_instructions() if instructions is True else instructions
     if not found:
         return Precision(None, "auto: this CPU has no bf16 instructions (AMX, AVX-512 BF16)")
-    work = width * images * tokens
+    work = images * tokens * width**2
+    what = f"images x tokens x D^2 = {images} x {tokens} x {width}^2 = {work:,}"
     if width < CPU_BF16_MIN_WIDTH:
         return Precision(None, f"auto: CPU with {found}, but D {width} < {CPU_BF16_MIN_WIDTH}")
     if work < CPU_BF16_MIN_WORK:
-        return Precision(
-            None,
-            f"auto: CPU with {found}, but D x images x tokens = {width} x {images} x "
-            f"{tokens} < {CPU_BF16_MIN_WORK}",
-        )
+        return Precision(None, f"auto: CPU with {found}, but {what} < 2^23")
     return Precision(
-        torch.bfloat16,
-        f"auto: CPU with {found}, D {width} >= {CPU_BF16_MIN_WIDTH} and D x images x tokens "
-        f"= {work} >= {CPU_BF16_MIN_WORK}",
+        torch.bfloat16, f"auto: CPU with {found}, D {width} >= {CPU_BF16_MIN_WIDTH}, {what} >= 2^23"
     )
