@@ -136,6 +136,22 @@ def test_suite_cli_reuses_finished_runs_and_reports(suite_runs, capsys):
     assert (tmp / "runs" / "report" / "report.md").is_file()
 
 
+def test_report_cli_takes_the_budgets(suite_runs, tmp_path, capsys):
+    tmp, _, folders = suite_runs
+    out = tmp_path / "r"
+    assert main(["report", *map(str, folders), "--out", str(out), "--budgets", "80%,0.6",
+                 "--no-progress"]) == 0  # fmt: skip
+    settings = {r["setting"] for r in csv.DictReader((out / "summary.csv").open())}
+    assert {"val budget 80%", "val budget 60%"} <= settings and "val budget 72%" not in settings
+    capsys.readouterr()
+    for bad in ("70", "abc%", "0"):
+        assert (
+            main(["report", str(folders[0]), "--out", str(tmp_path / "x"), "--budgets", bad]) == 2
+        )
+        assert "--budgets" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_report_cli_errors(suite_runs, tmp_path, capsys):
     tmp, _, folders = suite_runs
     assert main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2

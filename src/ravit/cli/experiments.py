@@ -37,6 +37,9 @@ def add_parsers(sub) -> None:
         help="baseline of '%% of FLOPs' (default: a 4-layer plain ViT, else the dearest model)",
     )
     p.add_argument("--title", help="title of the report and plots (default: the data set)")
+    p.add_argument("--budgets", type=_fractions, metavar="F,F,...",
+                   help="early-exit budgets, fractions of the reference's FLOPs: 0.8,0.7 or "
+                        "80%%,70%% (default: Table I's 72%%,61%%)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_report)
 
@@ -110,8 +113,26 @@ def cmd_suite(args: argparse.Namespace) -> int:
                    progress=progress)  # fmt: skip
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """ "0.8,0.7" or "80%,70%" -> (0.8, 0.7); each in (0, 1]."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part[:-1]) / 100 if part.endswith("%") else float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a fraction (0.7) or a percentage (70%)"
+            ) from None
+        if not 0 < value <= 1:
+            raise argparse.ArgumentTypeError(f"budget {part!r} must be in (0, 100 %]")
+        out.append(value)
+    return tuple(out)
+
+
 def _report(runs: list[str], out: str, *, reference: str | None = None,
-            title: str | None = None, progress: bool = False) -> int:  # fmt: skip
+            title: str | None = None, progress: bool = False,
+            budgets: tuple[float, ...] | None = None) -> int:  # fmt: skip
     from ravit.reports.report import build_report
 
     def on_run(r) -> None:
@@ -119,7 +140,7 @@ def _report(runs: list[str], out: str, *, reference: str | None = None,
               f"{100 * r.accuracy:.2f} %", flush=True)  # fmt: skip
 
     rep = build_report(runs, out, reference=reference, title=title, progress=progress,
-                       on_run=on_run)  # fmt: skip
+                       on_run=on_run, **({"budgets": budgets} if budgets else {}))  # fmt: skip
     print(f"\nTable I analogue ({rep.groups[0].runs[0].data}, reference {rep.reference.layers}):")
     print(rep.table)
     print(f"\nreport: {rep.out / 'report.md'}")
@@ -135,7 +156,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not runs:
         raise UsageError("ravit report: no run folders found in " + " ".join(args.runs))
     progress = not args.no_progress and sys.stderr.isatty()
-    return _report(runs, args.out, reference=args.reference, title=args.title, progress=progress)
+    return _report(runs, args.out, reference=args.reference, title=args.title, progress=progress,
+                   budgets=args.budgets)  # fmt: skip
 
 
 # -- search -----------------------------------------------------------------------

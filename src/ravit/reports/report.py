@@ -214,14 +214,18 @@ def build_report(
     title: str | None = None,
     progress: bool = False,
     on_run: Callable | None = None,
+    budgets: Sequence[float] = BUDGETS,
 ) -> Report:
-    """Evaluate the runs and write CSV files, a markdown report and PNG plots into `out`."""
+    """Evaluate the runs and write CSV files, a markdown report and PNG plots into `out`.
+
+    `budgets`: the val-calibrated early-exit settings, as fractions of the reference's FLOPs.
+    """
     results = load_results(runs, progress=progress, on_run=on_run)
     groups = group_runs(results)
     ref = reference_group(groups, reference)
     for g in groups:
         if g.num_exits > 1:
-            g.early_exit = early_exit_points(g, ref.flops)
+            g.early_exit = early_exit_points(g, ref.flops, budgets)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     title = title or results[0].data
