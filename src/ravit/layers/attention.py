@@ -8,13 +8,13 @@ from torch import nn
 def _slow_fused(t: torch.Tensor) -> bool:
     """True where the fused kernel is the slow choice: bf16 on the CPU.
 
-    torch 2.13's CPU flash-attention kernel in bf16 runs its backward 4 to 6x
-    slower than in fp32, while the two plain matmuls of the explicit attention
-    run 3 to 5x faster in bf16 than in fp32 (avx512_bf16 / AMX). Measured forward
-    + backward of the attention core, one thread: 65 tokens, 4 heads of 32, batch
-    128: fused 73 ms, explicit 15 ms; 257 tokens, 12 heads of 64, batch 16: 174
-    against 57 ms (issue 17; benchmarks/bench_train_throughput.py). The softmax
-    kernel computes in fp32 and rounds its output to bf16.
+    torch 2.13's CPU flash-attention kernel runs its bf16 backward 4 to 6x
+    slower than its fp32 one, while the explicit attention's two matmuls run
+    3 to 5x faster in bf16 (AVX-512 BF16 / AMX). cifar10 ViT 0-4, batch 128,
+    bf16 autocast, 2 threads: with the fused kernel its backward was 49 % of
+    the step and the step ran 410 images/s; explicit, 847 images/s (fp32: 337;
+    `benchmarks/profile_bf16_step.py [--before]`, issue 17). The softmax kernel
+    computes in fp32 and rounds its output to bf16.
     """
     return t.dtype == torch.bfloat16 and t.device.type == "cpu"
 
