@@ -40,7 +40,7 @@ def search(out: Path, args: argparse.Namespace, *extra: str, seed: int = 0) -> l
            "--epochs", str(args.epochs), "--seed", str(seed), "--out", str(out),
            "--no-progress", *extra, f"data.val_size={args.val_size}"]  # fmt: skip
     if "--depths" not in extra:
-        cmd[3:3] = ["--depths", "0:2,1:4"]
+        cmd[2:2] = ["--depths", "0:2,1:4"]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     with open(out / "trials.csv", newline="") as f:
