@@ -27,6 +27,7 @@ import torch
 
 from ravit.config import model_config, resolve_config
 from ravit.convert import convert_run
+from ravit.convert.rules import ASSIGNMENTS as RULES
 from ravit.convert.rules import assign_blocks
 from ravit.cost import format_flops, model_cost
 from ravit.evaluation import evaluate_run
@@ -35,7 +36,6 @@ from ravit.runs import folder as runfs
 from ravit.training import fit
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
-RULES = ("first", "spread", "last")
 BUDGETS = (0.6, 0.7, 0.8)
 
 

@@ -167,8 +167,13 @@ def test_block_assignment_rules():
     assert assign_blocks(12, [1, 1, 8], "first") == [[0], [1], [2, 3, 4, 5, 6, 7, 8, 9]]
     assert assign_blocks(12, [1, 1, 8], "last") == [[0], [1], [4, 5, 6, 7, 8, 9, 10, 11]]
     assert assign_blocks(12, [1, 3], "spread") == [[0], [4, 7, 11]]
+    assert assign_blocks(4, [1, 3], "prefix") == [[0], [0, 1, 2]]
+    assert assign_blocks(12, [1, 1, 8], "prefix") == [[0], [0], list(range(8))]
+    assert assign_blocks(4, [2, 3], "prefix") == [[0, 1], [0, 1, 2]]  # copies: 5 from 4
     with pytest.raises(ValueError, match="need 5 blocks; the ViT has 4"):
         assign_blocks(4, [2, 3], "first")
+    with pytest.raises(ValueError, match="a branch of 5 layers needs 5 blocks; the ViT has 4"):
+        assign_blocks(4, [1, 5], "prefix")
 
 
 def test_position_embeddings_resample_as_timm_does():

@@ -3,7 +3,7 @@ rules without importing torch)."""
 
 from __future__ import annotations
 
-ASSIGNMENTS = ("first", "spread", "last")
+ASSIGNMENTS = ("first", "spread", "last", "prefix")
 
 
 def assign_blocks(depth: int, depths: list[int], rule: str) -> list[list[int]]:
@@ -11,10 +11,18 @@ def assign_blocks(depth: int, depths: list[int], rule: str) -> list[list[int]]:
 
     first: in order from the first block (a prefix of the ViT, dealt out);
     spread: evenly spaced over the whole ViT, in order;
-    last: the last branch takes the ViT's last blocks, the earlier ones its first.
+    last: the last branch takes the ViT's last blocks, the earlier ones its first;
+    prefix: every branch takes the ViT's first blocks, as many as its depth (copies,
+    so each branch starts as a shallower ViT and sees tokens in the order the ViT's
+    blocks expect them; the blocks past the deepest branch are left out).
     """
     if rule not in ASSIGNMENTS:
         raise ValueError(f"unknown block assignment {rule!r}; expected one of {ASSIGNMENTS}")
+    if rule == "prefix":
+        if max(depths) > depth:
+            raise ValueError(f"a branch of {max(depths)} layers needs {max(depths)} blocks; "
+                             f"the ViT has {depth}")  # fmt: skip
+        return [list(range(d)) for d in depths]
     total = sum(depths)
     if total > depth:
         raise ValueError(f"layers {'-'.join(map(str, depths))} need {total} blocks; the ViT has "
