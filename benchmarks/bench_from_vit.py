@@ -137,6 +137,36 @@ def main() -> None:
         results[f"RAViT 1-3 from scratch ({scratch_epochs} ep), s{seed}"] = evaluate(scratch)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print_table(results, ravit_flops)
+    print(f"plot: {plot_results(results, ravit_flops, args.out / 'from_vit.png')}")
+
+
+def plot_results(results: dict, ravit_flops: int, path: Path) -> Path:
+    """Test accuracy against average FLOPs: one marker per model and seed, the
+    val-calibrated budgets as a line from 60 % to the full path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors: dict[str, str] = {}
+    for name, r in results.items():
+        kind = name.rsplit(", s", 1)[0]
+        xs = [r["budgets"][str(b)]["flops"] for b in BUDGETS if r["budgets"]] + [r["flops"]]
+        ys = [r["budgets"][str(b)]["accuracy"] for b in BUDGETS if r["budgets"]]
+        ys = [100 * y for y in ys + [r["exits"][-1]]]
+        first = kind not in colors
+        (line,) = ax.plot([x / 1e6 for x in xs], ys, marker="o", color=colors.get(kind),
+                          label=kind if first else None)  # fmt: skip
+        colors.setdefault(kind, line.get_color())
+    ax.set_xlabel("average FLOPs per image (M); early exit at 60/70/80 % of RAViT 1-3")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title("ViT -> RAViT 1-3 against RAViT 1-3 from scratch (CIFAR-10 subset)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def print_table(results: dict, ravit_flops: int) -> None:

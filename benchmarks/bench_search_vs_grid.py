@@ -48,8 +48,9 @@ def search(out: Path, args: argparse.Namespace, *extra: str, seed: int = 0) -> l
 
 
 def score(row: dict) -> float | None:
+    """The trial's objective; None for a pruned or rejected trial, or one drawn again."""
     v = row["val_accuracy_at_budget"]
-    return float(v) if v != "" else None
+    return float(v) if v != "" and not row["note"].startswith("drawn again") else None
 
 
 def images(rows: list[dict]) -> int:
