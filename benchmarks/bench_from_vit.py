@@ -137,10 +137,10 @@ def main() -> None:
         results[f"RAViT 1-3 from scratch ({scratch_epochs} ep), s{seed}"] = evaluate(scratch)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print_table(results, ravit_flops)
-    print(f"plot: {plot_results(results, ravit_flops, args.out / 'from_vit.png')}")
+    print(f"plot: {plot_results(results, args.out / 'from_vit.png')}")
 
 
-def plot_results(results: dict, ravit_flops: int, path: Path) -> Path:
+def plot_results(results: dict, path: Path) -> Path:
     """Test accuracy against average FLOPs: one marker per model and seed, the
     val-calibrated budgets as a line from 60 % to the full path."""
     import matplotlib
