@@ -137,3 +137,23 @@ def test_two_workers_share_one_study_and_a_killed_one_is_resumed(tmp_path):
     states = [t.state.name for t in s.trials]
     assert "FAIL" in states and "RUNNING" not in states
     assert sum(state in ("COMPLETE", "PRUNED") for state in states) >= 2
+
+
+def test_a_worker_joining_a_study_draws_its_own_allocations(tmp_path):
+    from ravit.search.study import open_study
+
+    big = SearchSpace("digits", (((0, 2), (1, 2), (1, 2)),), (2, 4, 6), ("linear", "mlp"))
+    first = open_study(tmp_path, big, settings())  # creates the study: the search's seed
+    joined = open_study(tmp_path, big, settings())  # another worker of the same study
+
+    def draws(study, n=6):
+        out = []
+        for _ in range(n):
+            trial = study.ask()
+            out.append(big.suggest(trial).name)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return out
+
+    again = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    assert draws(first) == draws(again)  # the creator draws as a one-worker search does
+    assert draws(joined) != draws(optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0)))

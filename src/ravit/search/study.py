@@ -20,6 +20,7 @@ import os
 import socket
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,13 +98,24 @@ def open_study(out: Path, space: SearchSpace, settings: SearchSettings,
     saved = study.user_attrs.get("search")
     if saved is None:
         study.set_user_attr("search", _jsonable(key))
-    elif saved != _jsonable(key):
+    else:
+        # A worker joining a study draws its own allocations: with the creator's seed it
+        # would draw the creator's sequence and wait on every allocation the creator trains.
+        study.sampler = optuna.samplers.TPESampler(seed=_worker_seed(settings.seed))
+    if saved is not None and saved != _jsonable(key):
         differs = sorted(k for k in key if _jsonable(key).get(k) != saved.get(k))
         raise ValueError(
             f"study {name!r} in {url} belongs to another search (it differs in "
             f"{', '.join(differs)}): give another --study name or --out folder"
         )
     return study
+
+
+def _worker_seed(seed: int) -> int:
+    """The sampler seed of a worker that joins a study: the search's seed, this host and
+    process (the worker that creates the study uses the seed itself, so that a one-worker
+    search draws the same allocations every time)."""
+    return zlib.crc32(f"{seed}:{socket.gethostname()}:{os.getpid()}".encode())
 
 
 def _create(url: str, name: str, settings: SearchSettings, pruner) -> optuna.Study:
@@ -143,6 +155,7 @@ class Objective:
     def __init__(self, out: Path, space: SearchSpace, settings: SearchSettings,
                  progress: bool = False):  # fmt: skip
         self.out, self.space, self.settings, self.progress = Path(out), space, settings, progress
+        self._reported: dict[int, set[int]] = {}  # trial number -> epochs reported to Optuna
 
     def __call__(self, trial: optuna.Trial) -> float:
         a = self.space.suggest(trial)
@@ -194,7 +207,10 @@ class Objective:
         if "val_acc_exits" not in r:
             raise ValueError("the search needs a validation split: data.val_size must be > 0")
         trial.set_user_attr("epochs", r["epoch"])
-        trial.report(r["val_acc_exits"][-1], r["epoch"])
+        reported = self._reported.setdefault(trial.number, set())
+        if r["epoch"] not in reported:  # again after waiting on another worker's run
+            trial.report(r["val_acc_exits"][-1], r["epoch"])
+            reported.add(r["epoch"])
         # A trial at full fidelity has spent its compute: it is scored, not pruned.
         if r["epoch"] < self.settings.epochs and trial.should_prune():
             trial.set_user_attr("pruned_at", r["epoch"])
