@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = search(args.out / "seeds" / f"{layers}-s{seed}", args, "--depths",
                           f"{d1}:{d1},{d2}:{d2}", "--pruner", "none", "--trials", "1",
                           seed=seed)  # fmt: skip
-            seeds[layers] += [score(rows[0])]
+            seeds[layers] += [next(score(r) for r in rows if score(r) is not None)]
     noise = max(max(v) - min(v) for v in seeds.values())
     print("\nseed noise (seeds 0, 1, 2) of the grid's three best:")
     for layers, v in seeds.items():
