@@ -11,7 +11,7 @@ def _slow_fused(t: torch.Tensor) -> bool:
     torch 2.13's CPU flash-attention kernel runs its bf16 backward 4 to 6x
     slower than its fp32 one, while the explicit attention's two matmuls run
     3 to 5x faster in bf16 (AVX-512 BF16 / AMX). cifar10 ViT 0-4, batch 128,
-    bf16 autocast, 2 threads: with the fused kernel its backward was 49 % of
+    bf16 autocast, 2 threads: with the fused kernel its backward was 45 % of
     the step and the step ran 410 images/s; explicit, 847 images/s (fp32: 337;
     `benchmarks/profile_bf16_step.py [--before]`, issue 17). The softmax kernel
     computes in fp32 and rounds its output to bf16.
