@@ -175,3 +175,26 @@ def test_report_refuses_mixed_data_sets_before_evaluating(suite_runs, tmp_path):
     assert not (tmp_path / "rep").exists()
     with pytest.raises(FileNotFoundError, match="not a ravit run folder"):
         build_report([tmp_path], tmp_path / "rep")
+
+
+def test_a_run_another_process_trains_is_skipped_and_the_rest_trained(tmp_path, capsys):
+    from ravit.runs.lock import hold_run
+    from ravit.training import fit
+
+    path = write_suite(tmp_path, [{"layers": ["0-1", "0-2"], "seeds": [0]}],
+                       config={**CONFIG, "train": {**CONFIG["train"], "epochs": 2}})  # fmt: skip
+    suite = load_suite(path)
+    first = SuiteRun("0-1", 0)
+
+    # Another process has trained one epoch of 0-1 and holds its folder.
+    def stop(record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "runs" / first.name, suite.run_config(first), on_epoch=stop)
+    states = []
+    with hold_run(tmp_path / "runs" / first.name):
+        folders = train_suite(suite, tmp_path / "runs", on_run=lambda r, s: states.append(s))
+    assert states == ["resume", "busy", "new"]
+    assert [f.name for f in folders] == ["0-2-s0"]
+    assert (tmp_path / "runs" / "0-2-s0" / "checkpoint.pt").is_file()

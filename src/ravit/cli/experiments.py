@@ -95,7 +95,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
     start = time.perf_counter()
 
     def on_run(run, state: str) -> None:
-        what = {"done": "finished, reused", "resume": "resuming", "new": "training"}[state]
+        what = {"done": "finished, reused", "resume": "resuming", "new": "training",
+                "busy": "being trained by another process: skipped"}[state]  # fmt: skip
         print(f"[{time.perf_counter() - start:6.0f} s] {run.name}: {what}", flush=True)
 
     def on_epoch(run, r: dict) -> None:
@@ -107,6 +108,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
     runs = train_suite(suite, out, overrides=overrides, progress=progress, on_run=on_run,
                        on_epoch=on_epoch)  # fmt: skip
     print(f"trained {len(runs)} runs in {time.perf_counter() - start:.0f} s", flush=True)
+    if len(runs) < len(suite.runs):
+        print(f"{len(suite.runs) - len(runs)} run(s) skipped: another process trains them; "
+              "the report covers the others", flush=True)  # fmt: skip
     if args.no_report:
         return 0
     return _report([str(r) for r in runs], str(out / "report"), title=suite.name,

@@ -28,6 +28,7 @@ from typing import Any
 
 from ravit.config import RunConfig, build_model_config, read_yaml_file, resolve_config
 from ravit.runs import folder as runfs
+from ravit.runs.lock import RunBusyError
 from ravit.training import fit
 
 SUITE_KEYS = ("name", "description", "config", "runs")
@@ -138,7 +139,10 @@ def train_suite(
 
     A finished run (as many epochs in its metrics as the config asks) is
     reused, an unfinished one resumed; a folder holding a run of another
-    config is an error, not silently mixed into the results.
+    config is an error, not silently mixed into the results. A run that
+    another live process is training is skipped (`on_run` hears "busy") and
+    left out of the returned folders, so several processes (one per core or
+    machine) can work through one suite side by side.
     """
     out = Path(out)
     configs = [(run, suite.run_config(run, overrides)) for run in suite.runs]
@@ -156,10 +160,15 @@ def train_suite(
             if on_epoch:
                 on_epoch(run, record)
 
-        if state == "resume":
-            fit(folder, resume=True, progress=progress, on_epoch=log)
-        else:
-            fit(folder, cfg, progress=progress, on_epoch=log)
+        try:
+            if state == "resume":
+                fit(folder, resume=True, progress=progress, on_epoch=log)
+            else:
+                fit(folder, cfg, progress=progress, on_epoch=log)
+        except RunBusyError:
+            folders.pop()
+            if on_run:
+                on_run(run, "busy")
     return folders
 
 
