@@ -198,3 +198,11 @@ def test_a_run_another_process_trains_is_skipped_and_the_rest_trained(tmp_path, 
     assert states == ["resume", "busy", "new"]
     assert [f.name for f in folders] == ["0-2-s0"]
     assert (tmp_path / "runs" / "0-2-s0" / "checkpoint.pt").is_file()
+    capsys.readouterr()
+    # The report of the suite's folder leaves the unfinished run out, and says so.
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
+                 "--no-progress"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "left out: " in out and "0-1-s0 has trained 1 of its 2 epochs" in out
+    runs = list(csv.DictReader((tmp_path / "rep" / "runs.csv").open()))
+    assert [r["layers"] for r in runs] == ["0-2"]

@@ -153,12 +153,34 @@ def _report(runs: list[str], out: str, *, reference: str | None = None,
     return 0
 
 
+def _epochs(run: str) -> tuple[int, int]:
+    """(epochs trained, epochs the run's config asks for)."""
+    from ravit.runs import folder as runfs
+
+    saved, _ = runfs.read_config(run)
+    return len(runfs.read_metrics(run)), int(saved["train"]["epochs"])
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ravit.runs.folder import find_runs
 
     runs = find_runs(args.runs)  # run folders, or folders of run folders (a suite's --out)
     if not runs:
         raise UsageError("ravit report: no run folders found in " + " ".join(args.runs))
+    named = {str(Path(r)) for r in args.runs}
+    kept = []
+    for run in runs:  # a run still training, found in a folder, would pass for a finished one
+        done, asked = _epochs(run)
+        if done >= asked or str(Path(run)) in named:
+            kept.append(run)
+            if done < asked:
+                print(f"note: {run} has trained {done} of its {asked} epochs", flush=True)
+        else:
+            print(f"left out: {run} has trained {done} of its {asked} epochs (name it to "
+                  "include it)", flush=True)  # fmt: skip
+    if not kept:
+        raise UsageError("ravit report: no finished runs in " + " ".join(args.runs))
+    runs = kept
     progress = not args.no_progress and sys.stderr.isatty()
     return _report(runs, args.out, reference=args.reference, title=args.title, progress=progress,
                    budgets=args.budgets)  # fmt: skip
