@@ -98,16 +98,16 @@ def open_study(out: Path, space: SearchSpace, settings: SearchSettings,
     saved = study.user_attrs.get("search")
     if saved is None:
         study.set_user_attr("search", _jsonable(key))
-    else:
-        # A worker joining a study draws its own allocations: with the creator's seed it
-        # would draw the creator's sequence and wait on every allocation the creator trains.
-        study.sampler = optuna.samplers.TPESampler(seed=_worker_seed(settings.seed))
-    if saved is not None and saved != _jsonable(key):
+    elif saved != _jsonable(key):
         differs = sorted(k for k in key if _jsonable(key).get(k) != saved.get(k))
         raise ValueError(
             f"study {name!r} in {url} belongs to another search (it differs in "
             f"{', '.join(differs)}): give another --study name or --out folder"
         )
+    else:
+        # A worker joining a study draws its own allocations: with the creator's seed it
+        # would draw the creator's sequence and wait on every allocation the creator trains.
+        study.sampler = optuna.samplers.TPESampler(seed=_worker_seed(settings.seed))
     return study
 
 
