@@ -29,11 +29,6 @@ from ravit.runs.io import atomic_write
 KEEP = (runfs.CONFIG, runfs.ENV, runfs.SPLIT, runfs.METRICS, runfs.CHECKPOINT, runfs.THRESHOLDS)
 
 
-def finished(run: Path) -> bool:
-    saved, _ = runfs.read_config(run)
-    return len(runfs.read_metrics(run)) >= saved["train"]["epochs"]
-
-
 def slim(checkpoint: Path) -> int:
     """Drop the optimiser state; returns the bytes saved (0 when it had none)."""
     state = load_checkpoint(checkpoint)
@@ -52,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     for run in runfs.find_runs([str(f) for f in args.folders]):
         run = Path(run)
-        done = finished(run)
-        if done:
+        trained, asked = runfs.epochs_trained(run)
+        if trained >= asked:
             saved = slim(run / runfs.CHECKPOINT)
             if saved:
                 print(f"{run}: optimiser state dropped ({saved / 1e6:.1f} MB)", file=sys.stderr)

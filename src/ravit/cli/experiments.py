@@ -153,16 +153,8 @@ def _report(runs: list[str], out: str, *, reference: str | None = None,
     return 0
 
 
-def _epochs(run: str) -> tuple[int, int]:
-    """(epochs trained, epochs the run's config asks for)."""
-    from ravit.runs import folder as runfs
-
-    saved, _ = runfs.read_config(run)
-    return len(runfs.read_metrics(run)), int(saved["train"]["epochs"])
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from ravit.runs.folder import find_runs
+    from ravit.runs.folder import epochs_trained, find_runs
 
     runs = find_runs(args.runs)  # run folders, or folders of run folders (a suite's --out)
     if not runs:
@@ -170,7 +162,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     named = {str(Path(r)) for r in args.runs}
     kept = []
     for run in runs:  # a run still training, found in a folder, would pass for a finished one
-        done, asked = _epochs(run)
+        done, asked = epochs_trained(run)
         if done >= asked or str(Path(run)) in named:
             kept.append(run)
             if done < asked:

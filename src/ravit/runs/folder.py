@@ -185,6 +185,12 @@ def read_metrics(run: Path) -> list[dict]:
     return records
 
 
+def epochs_trained(run: str | os.PathLike) -> tuple[int, int]:
+    """(epochs the run's metrics hold, epochs its config asks for): equal when it is finished."""
+    saved, _ = read_config(Path(run))
+    return len(read_metrics(Path(run))), int(saved["train"]["epochs"])
+
+
 def truncate_metrics(run: Path, epochs_done: int) -> None:
     """Drop records of epochs after the last checkpoint (a run killed mid-epoch)."""
     kept = [r for r in read_metrics(run) if r.get("epoch", 0) <= epochs_done]
